@@ -1,0 +1,5 @@
+import sys
+
+from autocolor.cli import main
+
+sys.exit(main())

@@ -1,0 +1,204 @@
+"""Weights and training state on disk: safetensors plus JSON, written atomically.
+
+A model folder holds ``model.safetensors`` and ``config.json`` (the registry
+name and keyword arguments that rebuild the model). A training checkpoint
+adds ``optimizer.safetensors`` (Adam moments and RNG states as plain tensors)
+and ``state.json`` (step, epoch, config). Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from autocolor.models import create_model
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+OPTIMIZER_NAME = "optimizer.safetensors"
+STATE_NAME = "state.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used, with the file and the reason."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def model_config(model: nn.Module, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"model": model.registry_name, "kwargs": model.registry_kwargs, **(extra or {})}
+
+
+def _write_model_files(model: nn.Module, folder: Path, extra: dict[str, Any] | None) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(folder / WEIGHTS_NAME))
+    (folder / CONFIG_NAME).write_text(json.dumps(model_config(model, extra), indent=2))
+
+
+def save_model(model: nn.Module, folder: Path, extra: dict[str, Any] | None = None) -> None:
+    """Write ``model.safetensors`` + ``config.json`` into ``folder`` atomically (file by file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".save-") as tmp:
+        _write_model_files(model, Path(tmp), extra)
+        for name in (WEIGHTS_NAME, CONFIG_NAME):
+            os.replace(Path(tmp) / name, folder / name)
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    path = folder / CONFIG_NAME
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path}: missing (a model folder holds {WEIGHTS_NAME} and {CONFIG_NAME})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(config, dict) or "model" not in config:
+        raise CheckpointError(f"{path}: no 'model' entry")
+    return config
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path}: missing") from exc
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+
+
+def load_model(folder: Path, **overrides: Any) -> nn.Module:
+    """Rebuild a model from a model folder (or a path to its safetensors file)."""
+    folder = Path(folder)
+    if folder.suffix == ".safetensors":
+        folder = folder.parent
+    config = read_config(folder)
+    kwargs = {**config.get("kwargs", {}), **overrides}
+    try:
+        model = create_model(config["model"], **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{folder / CONFIG_NAME}: cannot build model ({exc})") from exc
+    state = read_weights(folder / WEIGHTS_NAME)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{folder / WEIGHTS_NAME}: weights do not fit {config['model']} ({exc})") from exc
+    return model
+
+
+# ---------------------------------------------------------------- training checkpoints
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for pid, pstate in state["state"].items():
+        for key, value in pstate.items():
+            name = f"state.{pid}.{key}"
+            if torch.is_tensor(value):
+                tensors[name] = value.detach().cpu().contiguous()
+            else:
+                scalars[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if not name.startswith("state."):
+            continue
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    for name, value in meta["scalars"].items():
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_training_checkpoint(
+    folder: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    rng: dict[str, torch.Tensor],
+    keep: int = 2,
+) -> Path:
+    """Write ``folder/checkpoints/step-NNNNNNN`` whole or not at all, then point
+    ``folder/checkpoints/latest`` at it and drop all but the ``keep`` newest."""
+    root = folder / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{state['step']:09d}"
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".partial-"))
+    try:
+        _write_model_files(model, tmp, {"train": state.get("config")})
+        tensors, meta = _optimizer_tensors(optimizer)
+        tensors.update({f"rng.{k}": v for k, v in rng.items()})
+        save_file(tensors, str(tmp / OPTIMIZER_NAME))
+        (tmp / STATE_NAME).write_text(json.dumps({**state, "optimizer": meta}, indent=1))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_bytes(root / "latest", final.name.encode())
+    for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def checkpoint_candidates(folder: Path) -> list[Path]:
+    """Checkpoints of a run, the one ``latest`` names first, then newest first."""
+    root = folder / "checkpoints"
+    found = sorted((p for p in root.glob("step-*") if p.is_dir()), reverse=True)
+    latest = root / "latest"
+    if latest.is_file():
+        named = root / latest.read_text().strip()
+        if named in found:
+            found.remove(named)
+            found.insert(0, named)
+    return found
+
+
+def load_training_checkpoint(
+    ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Restore model and optimizer from ``ckpt``; return (state, rng tensors)."""
+    try:
+        state = json.loads((ckpt / STATE_NAME).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{ckpt / STATE_NAME}: unreadable ({exc})") from exc
+    weights = read_weights(ckpt / WEIGHTS_NAME)
+    tensors = read_weights(ckpt / OPTIMIZER_NAME)
+    try:
+        model.load_state_dict(weights)
+        _restore_optimizer(optimizer, tensors, state["optimizer"])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"{ckpt}: does not fit this model/optimizer ({exc})") from exc
+    rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
+    return state, rng

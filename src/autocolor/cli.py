@@ -1,0 +1,120 @@
+"""The ``autocolor`` command: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help="registered model name (see `autocolor models`)")
+    p.add_argument("--data", required=True, help="cifar10:ROOT, pairs:DIR (color/ + gray/) or folder:DIR")
+    p.add_argument("--out", required=True, help="run folder for checkpoints, logs, grid.png and final weights")
+    length = p.add_mutually_exclusive_group(required=True)
+    length.add_argument("--steps", type=int, help="optimizer steps")
+    length.add_argument("--epochs", type=int, help="passes over the training split")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.add_argument("--batch-size", type=int, help="global batch size (default: the model's reference value)")
+    p.add_argument("--image-size", type=int, help="training crop side in pixels (default: per model)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay")
+    p.add_argument("--schedule", choices=["constant", "cosine"], default="constant", help="learning-rate schedule")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps (cosine schedule)")
+    p.add_argument("--loss", choices=["mse", "ce", "huber"], help="loss (default: mse for RGB models, ce for chroma)")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="model keyword argument, e.g. width=48 or head=regression (repeatable)")
+    p.add_argument("--rebalance-mix", type=float, default=0.5, help="class-rebalancing lambda for the ce loss")
+    p.add_argument("--seed", type=int, default=0, help="seed for splits, initialization and augmentation")
+    p.add_argument("--split", choices=["random", "official"], default="random",
+                   help="cifar10: 80/20 of all 60k images, or the official 50k/10k")
+    p.add_argument("--download", action="store_true", help="cifar10: download when missing (needs internet)")
+    p.add_argument("--no-verify", action="store_true", help="cifar10: skip checksums (custom or test batches)")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    p.add_argument("--eval-every", type=int, default=250, help="steps between validation PSNR and grid images")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, ...")
+    p.add_argument("--time-limit", type=float, metavar="MINUTES", help="stop with a checkpoint after this long")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from autocolor.train import TrainConfig, train
+
+    kwargs = {}
+    for item in args.model_arg:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --model-arg {item!r} is not KEY=VALUE")
+        kwargs[key] = _parse_value(value)
+    cfg = TrainConfig(
+        model=args.model, data=args.data, out=args.out, steps=args.steps, epochs=args.epochs,
+        batch_size=args.batch_size, image_size=args.image_size, model_kwargs=kwargs, loss=args.loss,
+        lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule, warmup_steps=args.warmup_steps,
+        rebalance_mix=args.rebalance_mix, seed=args.seed, split=args.split, download=args.download,
+        verify_cifar=not args.no_verify, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
+        workers=args.workers, device=args.device, time_limit_min=args.time_limit,
+    )
+    train(cfg, resume=args.resume, progress=not args.no_progress)
+    return 0
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="build datasets")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    photos = dsub.add_parser("photos", help="build the photo corpus from Debian packages (needs apt-get)")
+    photos.add_argument("dir", type=Path, help="output folder (train/, val/, test/, manifest)")
+    photos.add_argument("--cache", type=Path, help="where downloaded .deb files are kept")
+    photos.add_argument("--max-side", type=int, default=512, help="longest side of the stored photos")
+
+
+def _run_data(args: argparse.Namespace) -> int:
+    from autocolor.photos import build_photo_corpus
+
+    build_photo_corpus(args.dir, cache_dir=args.cache, max_side=args.max_side)
+    return 0
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from autocolor.models import available_models, count_parameters, create_model
+
+    for name in available_models():
+        model = create_model(name)
+        print(f"{name:14s} {count_parameters(model):>10,} parameters  predicts {model.predicts}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autocolor", description="Colorize grayscale photos; train and compare models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_data(sub)
+    sub.add_parser("models", help="list registered models with their parameter counts")
+    return parser
+
+
+COMMANDS = {"train": _run_train, "data": _run_data, "models": _run_models}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from autocolor.errors import user_errors
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except user_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Model registry: ``create_model(name, **kwargs)`` builds any registered model.
+
+Every model carries two class attributes the rest of the project relies on:
+``predicts`` ("rgb": gray [0, 1] in, RGB [0, 1] out; "ab": normalized L in,
+normalized ab out) and ``fixed_size`` (the only input size it accepts, or None).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str):
+    """Decorator adding a model factory to the registry under ``name``."""
+
+    def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        _REGISTRY[name] = factory
+        return factory
+
+    return wrap
+
+
+def available_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build the registered model ``name`` with its keyword arguments."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(available_models())}")
+    model = _REGISTRY[name](**kwargs)
+    model.registry_name = name
+    model.registry_kwargs = dict(kwargs)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# Importing the modules registers their models.
+from autocolor.models import cae, chroma_unet, unet_rgb  # noqa: E402,F401

@@ -1,0 +1,105 @@
+"""Quantized ab space (Zhang et al. 2016): bins, soft encoding, rebalancing, decoding.
+
+Colorization as classification: ab is split into 10x10 cells, the cells that
+any sRGB color falls into are the classes, and the network predicts a
+distribution over them. Rare, saturated colors are up-weighted so the model
+does not settle on the desaturated average; the annealed mean turns the
+distribution back into one ab value, between the mean (dull) and the mode
+(garish).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from autocolor.color import AB_SCALE, rgb_to_lab
+
+
+def in_gamut_ab_bins(grid: float = 10.0, samples_per_axis: int = 48) -> torch.Tensor:
+    """Centers ``(Q, 2)`` of the ab cells that some sRGB color falls into.
+
+    The cells are found by sampling the sRGB cube, so the set follows the
+    project's own Lab conversion rather than a shipped table.
+
+    >>> bins = in_gamut_ab_bins()
+    >>> 250 < bins.shape[0] < 320
+    True
+    """
+    axis = torch.linspace(0.0, 1.0, samples_per_axis)
+    r, g, b = torch.meshgrid(axis, axis, axis, indexing="ij")
+    rgb = torch.stack([r, g, b]).reshape(3, -1, 1)  # (3, N, 1) as a 1-pixel-wide image
+    ab = rgb_to_lab(rgb)[1:].reshape(2, -1).T  # (N, 2)
+    cells = torch.unique(torch.round(ab / grid), dim=0)
+    return cells * grid
+
+
+def soft_encode(ab: torch.Tensor, bins: torch.Tensor, k: int = 5, sigma: float = 5.0) -> torch.Tensor:
+    """Spread each ab value over its ``k`` nearest bins with Gaussian weights.
+
+    Args:
+        ab: ``(B, 2, H, W)`` in Lab units.
+        bins: ``(Q, 2)`` bin centers.
+
+    Returns:
+        ``(B, Q, H, W)`` target distributions that sum to 1 over Q.
+    """
+    b, _, h, w = ab.shape
+    flat = ab.permute(0, 2, 3, 1).reshape(-1, 2)  # (N, 2)
+    dist2 = torch.cdist(flat, bins).pow(2)  # (N, Q)
+    near_d2, near_idx = dist2.topk(k, dim=1, largest=False)
+    weights = torch.softmax(-near_d2 / (2 * sigma**2), dim=1)
+    target = torch.zeros_like(dist2).scatter_(1, near_idx, weights)
+    return target.view(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def rebalancing_weights(
+    counts: torch.Tensor, bins: torch.Tensor, mix: float = 0.5, sigma: float = 5.0
+) -> torch.Tensor:
+    """Per-bin loss weights ``(Q,)`` from bin counts.
+
+    w is proportional to ((1 - mix) * p_smoothed + mix / Q)^-1, with p smoothed
+    by a Gaussian over ab and w scaled so its expectation under p is 1.
+    """
+    p = counts.double() / counts.sum().clamp_min(1)
+    kernel = torch.exp(-torch.cdist(bins.double(), bins.double()).pow(2) / (2 * sigma**2))
+    smoothed = kernel @ p
+    smoothed = smoothed / smoothed.sum()
+    q = bins.shape[0]
+    w = 1.0 / ((1 - mix) * smoothed + mix / q)
+    w = w / (smoothed * w).sum()
+    return w.float()
+
+
+def bin_counts(ab: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """How many pixels of ``(B, 2, H, W)`` ab fall nearest to each bin."""
+    flat = ab.permute(0, 2, 3, 1).reshape(-1, 2)
+    nearest = torch.cdist(flat, bins).argmin(dim=1)
+    return torch.bincount(nearest, minlength=bins.shape[0])
+
+
+def rebalanced_cross_entropy(
+    logits: torch.Tensor, ab: torch.Tensor, bins: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Cross-entropy against soft-encoded ab, weighted by each pixel's nearest bin.
+
+    Args:
+        logits: ``(B, Q, h, w)``.
+        ab: ``(B, 2, H, W)`` target in Lab units; pooled to ``(h, w)`` first.
+    """
+    if ab.shape[-2:] != logits.shape[-2:]:
+        ab = torch.nn.functional.adaptive_avg_pool2d(ab, logits.shape[-2:])
+    target = soft_encode(ab.float(), bins)
+    pixel_w = weights[target.argmax(dim=1)]  # (B, h, w)
+    ce = -(target * torch.log_softmax(logits.float(), dim=1)).sum(dim=1)
+    return (ce * pixel_w).mean()
+
+
+def annealed_mean(logits: torch.Tensor, bins: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Decode ``(B, Q, h, w)`` logits to normalized ab ``(B, 2, h, w)``.
+
+    temperature 1 gives the mean of the distribution, towards 0 its mode;
+    Zhang et al. use 0.38.
+    """
+    probs = torch.softmax(logits / temperature, dim=1)
+    ab = torch.einsum("bqhw,qc->bchw", probs, bins.to(probs.dtype))
+    return ab / AB_SCALE
