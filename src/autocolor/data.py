@@ -127,8 +127,6 @@ class FolderDataset(EpochAware, Dataset):
     """
 
     def __init__(self, files: Sequence[Path], aug: Augment, seed: int = 0, cache: bool = True) -> None:
-        if not files:
-            raise DatasetError("no image files found")
         self.files = list(files)
         self.aug = aug
         self.seed = seed
@@ -215,14 +213,15 @@ class _DataOnlyUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def check_cifar_batch(path: Path) -> None:
-    """Raise DatasetError unless ``path`` is a data-only CIFAR batch."""
+def check_cifar_batch(path: Path, key: str = "data") -> dict:
+    """Read ``path`` as a data-only CIFAR pickle holding ``key``, or raise DatasetError."""
     try:
         entry = _DataOnlyUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
     except Exception as exc:  # any failure means the file is not a usable batch
         raise DatasetError(f"{path}: not a CIFAR-10 python batch ({exc})") from exc
-    if not isinstance(entry, dict) or "data" not in entry:
-        raise DatasetError(f"{path}: not a CIFAR-10 python batch (no 'data' entry)")
+    if not isinstance(entry, dict) or key not in entry:
+        raise DatasetError(f"{path}: not a CIFAR-10 python batch (no {key!r} entry)")
+    return entry
 
 
 class CIFAR10Files(torchvision.datasets.CIFAR10):
@@ -245,6 +244,13 @@ class CIFAR10Files(torchvision.datasets.CIFAR10):
                 return False
             check_cifar_batch(folder / name)
         return True
+
+    def _load_meta(self) -> None:
+        if self._verify:
+            return super()._load_meta()
+        path = Path(self.root) / self.base_folder / self.meta["filename"]
+        self.classes = list(check_cifar_batch(path, self.meta["key"])[self.meta["key"]])
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
 
 class CIFARImages(EpochAware, Dataset):
@@ -279,6 +285,7 @@ def load_cifar10(root: Path, download: bool = False, verify: bool = True) -> tup
     folder = root / CIFAR10Files.base_folder
     if not download:
         names = CIFAR10Files.train_list + CIFAR10Files.test_list
+        names = names + [[CIFAR10Files.meta["filename"], CIFAR10Files.meta["md5"]]]
         missing = [n for n, _ in names if not (folder / n).is_file()]
         if missing:
             raise DatasetError(
@@ -354,10 +361,10 @@ def build_splits(
     if kind == "cifar10":
         official_train, official_test = load_cifar10(root, download=download, verify=verify_cifar)
         if split == "official":
-            train_idx_src, test_src = official_train, official_test
+            test_src = official_test
             val_part, test_part = seeded_split(len(test_src), [0.5, 0.5], seed)
             return Splits(
-                CIFARImages(train_idx_src, train_aug, seed),
+                CIFARImages(official_train, train_aug, seed),
                 Subset(CIFARImages(test_src, eval_aug, seed), val_part),
                 Subset(CIFARImages(test_src, eval_aug, seed), test_part),
             )
@@ -386,6 +393,8 @@ def build_splits(
             FolderDataset(list_images(root / "test"), eval_aug, seed),
         )
     files = list_images(root)
+    if not files:
+        raise DatasetError(f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
     if len(files) < 3:
         raise DatasetError(f"{root}: need at least 3 images to split, found {len(files)}")
     tr, va, te = seeded_split(len(files), [0.8, 0.1, 0.1], seed)

@@ -206,10 +206,15 @@ def image_grid(model: nn.Module, rgb: torch.Tensor, gray: torch.Tensor) -> torch
 
 
 def save_png(image: torch.Tensor, path: Path) -> None:
-    from torchvision.io import encode_png
+    """Write a ``(3, H, W)`` [0, 1] image as PNG, atomically."""
+    import io
 
-    data = encode_png((image.clamp(0, 1) * 255).round().to(torch.uint8).cpu())
-    atomic_write_bytes(path, bytes(data.numpy()))
+    from PIL import Image
+
+    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 @torch.no_grad()

@@ -1,0 +1,59 @@
+import torch
+
+from autocolor.color import AB_SCALE
+from autocolor.quantize import (
+    annealed_mean,
+    bin_counts,
+    in_gamut_ab_bins,
+    rebalanced_cross_entropy,
+    rebalancing_weights,
+    soft_encode,
+)
+
+
+def test_bins_cover_the_srgb_gamut_on_a_10_grid():
+    bins = in_gamut_ab_bins()
+    assert 250 < bins.shape[0] < 320
+    assert torch.all(bins % 10 == 0)
+    assert (bins == torch.tensor([0.0, 0.0])).all(dim=1).any()  # gray is a class
+
+
+def test_soft_encoding_is_a_distribution_peaked_at_the_nearest_bin():
+    bins = in_gamut_ab_bins()
+    ab = torch.tensor([[20.0, -30.0], [0.0, 0.0]]).T.reshape(1, 2, 1, 2)
+    z = soft_encode(ab, bins)
+    assert torch.allclose(z.sum(dim=1), torch.ones(1, 1, 2))
+    assert torch.equal(bins[z[0, :, 0, 0].argmax()], torch.tensor([20.0, -30.0]))
+
+
+def test_rebalancing_upweights_rare_bins_and_has_unit_expectation():
+    bins = in_gamut_ab_bins()
+    counts = torch.ones(bins.shape[0], dtype=torch.long)
+    gray = int((bins == 0).all(dim=1).nonzero())
+    counts[gray] = 10_000
+    w = rebalancing_weights(counts, bins, mix=0.5)
+    assert w[gray] < w.median()
+    p = counts.double() / counts.sum()
+    kernel = torch.exp(-torch.cdist(bins.double(), bins.double()).pow(2) / 50)
+    smoothed = kernel @ p
+    smoothed /= smoothed.sum()
+    assert abs(float((smoothed * w.double()).sum()) - 1.0) < 1e-4
+
+
+def test_annealed_mean_between_mean_and_mode():
+    bins = torch.tensor([[0.0, 0.0], [50.0, 0.0]])
+    logits = torch.tensor([0.0, 1.0]).view(1, 2, 1, 1)
+    mean = annealed_mean(logits, bins, 1.0)[0, 0, 0, 0] * AB_SCALE
+    sharp = annealed_mean(logits, bins, 0.1)[0, 0, 0, 0] * AB_SCALE
+    assert 0 < mean < sharp < 50.0
+    assert abs(float(mean) - 50 * torch.sigmoid(torch.tensor(1.0))) < 1e-4
+
+
+def test_cross_entropy_prefers_the_right_color():
+    bins = in_gamut_ab_bins()
+    w = torch.ones(bins.shape[0])
+    ab = torch.full((1, 2, 4, 4), 30.0)
+    right = soft_encode(ab, bins).log().clamp_min(-20) * 5
+    wrong = soft_encode(-ab, bins).log().clamp_min(-20) * 5
+    assert rebalanced_cross_entropy(right, ab, bins, w) < rebalanced_cross_entropy(wrong, ab, bins, w)
+    assert bin_counts(ab, bins).sum() == 16
