@@ -93,16 +93,46 @@ def _run_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="web demo: colorize photos in the browser",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int, default=7860, help="TCP port")
+    p.add_argument("--model", action="append", default=[], metavar="PATH",
+                   help="model folder to offer (repeatable; default: the installed default weights)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, ...")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image accepted, in pixels")
+    p.add_argument("--max-file-size", default="25mb", help="largest upload accepted, e.g. 10mb")
+    p.add_argument("--max-images", type=int, default=8, help="images colorized per request")
+    p.add_argument("--concurrency", type=int, default=1, help="requests colorized at once")
+    p.add_argument("--queue-size", type=int, default=20, help="requests allowed to wait; more are turned away")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from autocolor.web import WebConfig, model_choices, serve
+
+    models = model_choices(args.model)
+    if not models:
+        raise SystemExit("error: no default weights installed; pass --model PATH (a folder with model.safetensors)")
+    config = WebConfig(
+        models=models, device=args.device, max_pixels=args.max_pixels, max_file_size=args.max_file_size,
+        max_images=args.max_images, concurrency=args.concurrency, queue_size=args.queue_size,
+    )
+    serve(config, host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autocolor", description="Colorize grayscale photos; train and compare models.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_data(sub)
     sub.add_parser("models", help="list registered models with their parameter counts")
+    _add_serve(sub)
     return parser
 
 
-COMMANDS = {"train": _run_train, "data": _run_data, "models": _run_models}
+COMMANDS = {"train": _run_train, "data": _run_data, "models": _run_models, "serve": _run_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
