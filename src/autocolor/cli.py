@@ -122,6 +122,49 @@ def _run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="compare trained models and the grey copy on a data split",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--models", required=True,
+                   help="comma-separated specs: grey, default, a model folder, or LABEL=FOLDER (e.g. cae=runs/cae)")
+    p.add_argument("--data", required=True, help="cifar10:ROOT, pairs:DIR (color/ + gray/) or folder:DIR")
+    p.add_argument("--split", choices=["test", "val"], default="test", help="which split to evaluate on")
+    p.add_argument("--sizes", default="32,256", help="comma-separated center-crop sides in pixels")
+    p.add_argument("--n", type=int, default=100, help="images drawn (seeded) from the split; 0 means all")
+    p.add_argument("--saturations", default="0,0.5,0.75,1,1.25,1.5",
+                   help="comma-separated factors on ab for the colorfulness trade-off (1 is always added)")
+    p.add_argument("--out", type=Path, help="folder for results.md, results.json and grid_SIZE.png")
+    p.add_argument("--seed", type=int, default=0, help="seed for the split and the image sample")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    p.add_argument("--grid-rows", type=int, default=8, help="images shown in each grid")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, ...")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from autocolor.evaluate import EvaluationError, evaluate, format_markdown
+
+    def numbers(text: str, kind, flag: str) -> list:
+        try:
+            return [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise SystemExit(f"error: {flag} {text!r} is not a comma-separated list of numbers") from None
+
+    try:
+        report = evaluate(
+            models=[m for m in args.models.split(",") if m.strip()], data=args.data,
+            sizes=numbers(args.sizes, int, "--sizes"), n=args.n or None, seed=args.seed, split=args.split,
+            saturations=numbers(args.saturations, float, "--saturations"), out_dir=args.out,
+            batch_size=args.batch_size, grid_rows=args.grid_rows, device=args.device,
+        )
+    except EvaluationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_markdown(report), end="")
+    if args.out is not None:
+        print(f"wrote {args.out / 'results.md'}, results.json and grid PNGs")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autocolor", description="Colorize grayscale photos; train and compare models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,10 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     sub.add_parser("models", help="list registered models with their parameter counts")
     _add_serve(sub)
+    _add_evaluate(sub)
     return parser
 
 
-COMMANDS = {"train": _run_train, "data": _run_data, "models": _run_models, "serve": _run_serve}
+COMMANDS = {"train": _run_train, "data": _run_data, "models": _run_models, "serve": _run_serve, "evaluate": _run_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,463 @@
+"""Evaluation that anyone can rerun: trained models against the grey copy.
+
+``evaluate()`` colorizes the same seeded sample of a data split at each size
+with every model, through :func:`autocolor.predict.predict_rgb` (the path the
+CLI and the web demo use), and reports PSNR, SSIM, CIEDE2000 and
+colorfulness. Because PSNR and CIEDE2000 reward timid color, it also sweeps a
+saturation factor on each model's ab and reports CIEDE2000 at equal
+colorfulness, so a muted model and a vivid one can be compared fairly.
+
+How the numbers are averaged (also written into results.md):
+
+- PSNR (dB, data range 1), SSIM (11x11 Gaussian window, on the RGB
+  channels, not on L) and CIEDE2000 (mean over the image's pixels) are
+  computed per image, then averaged over images. PSNR is therefore the mean
+  of per-image PSNRs, not the PSNR of the pooled error.
+- Colorfulness (Hasler and Suesstrunk) is computed per image, then averaged
+  over images; the colorfulness ratio is mean output colorfulness over mean
+  ground-truth colorfulness (a ratio of means).
+- ``ciede2000_vs_grey``: the model's mean CIEDE2000 over the grey copy's, on
+  the same images at the same size (below 1 beats leaving the photo gray).
+- ``ciede2000_at_colorfulness``: CIEDE2000 interpolated linearly between the
+  two neighbouring saturation factors whose colorfulness ratios bracket the
+  target; ``None`` where the sweep never reaches it.
+
+Model specs: ``grey`` (the gray input repeated to RGB), ``default`` (the
+shipped weights in ``autocolor/weights/default/``), a model folder (as
+training writes it: ``model.safetensors`` + ``config.json``, or a run folder
+with only ``checkpoints/`` yet, whose newest checkpoint is used), or
+``LABEL=FOLDER`` to name it. A bare registered architecture name is refused:
+untrained weights measure nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+from torch.utils.data import Dataset
+
+from autocolor.checkpoint import CONFIG_NAME, atomic_write_bytes, checkpoint_candidates, load_model
+from autocolor.color import gray_to_rgb, merge_l_ab, saturate_rgb
+from autocolor.data import build_splits
+from autocolor.metrics import colorfulness, mean_ciede2000, psnr, ssim
+from autocolor.models import available_models, count_parameters
+from autocolor.predict import predict_ab, predict_rgb
+
+GREY = "grey"
+DEFAULT_SIZES = (32, 256)
+DEFAULT_SATURATIONS = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5)
+COLORFULNESS_TARGETS = (0.8, 1.0)
+MIN_SIZE = 16  # SSIM's 11-pixel window and the chroma models' stride of 16
+
+DEFINITIONS = {
+    "psnr": "dB, data range 1, on RGB in [0, 1]; per image, then the mean over images",
+    "ssim": "torchmetrics SSIM (11x11 Gaussian window, sigma 1.5) on the RGB channels, not on L; "
+    "per image, then the mean over images",
+    "ciede2000": "CIEDE2000 (Sharma et al. 2005) per pixel, mean over pixels per image, then mean over images",
+    "ciede2000_vs_grey": "the model's mean CIEDE2000 over the grey copy's on the same images (below 1 beats gray)",
+    "colorfulness": "Hasler and Suesstrunk (2003) on RGB 0-255 per image, then the mean over images",
+    "colorfulness_ratio": "mean output colorfulness / mean ground-truth colorfulness",
+    "saturation": "factor on the predicted ab (predict_rgb's saturation argument); 1 = as the model predicts",
+    "ciede2000_at_colorfulness": "CIEDE2000 interpolated linearly along the saturation sweep at that colorfulness "
+    "ratio; null where the sweep does not reach it",
+}
+
+
+class EvaluationError(ValueError):
+    """Evaluation settings that cannot work, with what to pass instead."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model to evaluate: ``model`` is None for the grey copy."""
+
+    label: str
+    model: nn.Module | None
+    source: str
+
+    @property
+    def kind(self) -> str:
+        return GREY if self.model is None else self.model.predicts
+
+    @property
+    def parameters(self) -> int:
+        return 0 if self.model is None else count_parameters(self.model)
+
+
+def shipped_weights_dir(name: str) -> Path:
+    """Where weights shipped with the package live (``default`` and any others)."""
+    return Path(__file__).resolve().parent / "weights" / name
+
+
+def _model_folder(path: Path) -> Path:
+    """A folder with the final weights, or the newest checkpoint of an unfinished run."""
+    if path.is_file() or (path / CONFIG_NAME).is_file():
+        return path
+    candidates = checkpoint_candidates(path)
+    return candidates[0] if candidates else path
+
+
+def resolve_model(spec: str, device: torch.device | str = "cpu") -> ModelEntry:
+    """Load the model a spec names: ``grey``, ``default``, ``FOLDER`` or ``LABEL=FOLDER``."""
+    label, sep, location = (part.strip() for part in spec.partition("="))
+    if not sep:
+        location = label
+    if not label or not location:
+        raise EvaluationError(f"bad model spec {spec!r}: use grey, default, a model folder, or LABEL=FOLDER")
+    if location in (GREY, "gray"):
+        return ModelEntry(label, None, "grey copy (gray input repeated to RGB)")
+    path = Path(location).expanduser()
+    if not path.exists() and not sep and "/" not in location:
+        shipped = shipped_weights_dir(location)
+        if shipped.is_dir():
+            path = shipped
+        elif location == "default":
+            raise EvaluationError(
+                f"default: no shipped weights at {shipped} (they may still be in training); "
+                "pass a trained model folder instead, e.g. mine=runs/chroma"
+            )
+        elif location in available_models():
+            raise EvaluationError(
+                f"{location!r} is an architecture, not a trained model, and untrained weights measure nothing: "
+                f"pass the folder its training run wrote, e.g. {location}=runs/{location}"
+            )
+    if not path.exists():
+        raise EvaluationError(f"{spec}: no model folder at {path} (specs: grey, default, FOLDER, LABEL=FOLDER)")
+    folder = _model_folder(path)
+    model = load_model(folder).to(device).eval()
+    return ModelEntry(label, model, str(folder))
+
+
+def resolve_models(specs: Sequence[str], device: torch.device | str = "cpu") -> list[ModelEntry]:
+    if not specs:
+        raise EvaluationError("no models to evaluate")
+    entries = [resolve_model(s, device) for s in specs]
+    labels = [e.label for e in entries]
+    duplicates = sorted({x for x in labels if labels.count(x) > 1})
+    if duplicates:
+        raise EvaluationError(f"model labels must differ; repeated: {', '.join(duplicates)} (use LABEL=FOLDER)")
+    return entries
+
+
+# ---------------------------------------------------------------- images and predictions
+
+
+def sample_indices(length: int, n: int | None, seed: int) -> list[int]:
+    """``n`` indices of a ``length``-item split, drawn with ``seed`` and sorted
+    (all of them when ``n`` is None or too large): the same images at every size."""
+    if n is None or n >= length:
+        return list(range(length))
+    order = torch.randperm(length, generator=torch.Generator().manual_seed(seed))
+    return sorted(order[:n].tolist())
+
+
+def load_images(dataset: Dataset, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack the chosen items: ``(N, 3, S, S)`` RGB and ``(N, 1, S, S)`` gray."""
+    items = [dataset[i] for i in indices]
+    return torch.stack([rgb for rgb, _ in items]), torch.stack([gray for _, gray in items])
+
+
+def colorize_at_saturations(
+    entry: ModelEntry, gray: torch.Tensor, render_size: int, saturations: Sequence[float]
+) -> list[torch.Tensor]:
+    """``predict_rgb(model, gray, render_size, saturation=s)`` for each ``s``,
+    running the network once: chroma models rescale their predicted ab before
+    the merge, RGB models rescale the chroma of their output, both exactly as
+    ``predict_rgb`` does. The grey copy ignores saturation (gray has no chroma).
+
+    Returns a list of ``(B, 3, H, W)`` RGB in [0, 1], one per saturation.
+    """
+    if entry.model is None:
+        return [gray_to_rgb(gray)] * len(saturations)
+    if entry.model.predicts == "ab":
+        device = next(entry.model.parameters()).device
+        ab, lightness = predict_ab(entry.model, gray.to(device=device, dtype=torch.float32), render_size)
+        return [merge_l_ab(lightness, ab * s).clamp(0, 1) for s in saturations]
+    rgb = predict_rgb(entry.model, gray, render_size=render_size)
+    return [rgb if s == 1.0 else saturate_rgb(rgb, s) for s in saturations]
+
+
+def interpolate_at(ratios: Sequence[float], values: Sequence[float], target: float) -> float | None:
+    """Value at ``target`` along a polyline of (ratio, value) points, taken in
+    order; the first segment that brackets ``target`` wins. None if none does."""
+    points = list(zip(ratios, values))
+    for (r0, v0), (r1, v1) in zip(points[:-1], points[1:]):
+        lo, hi = min(r0, r1), max(r0, r1)
+        if lo <= target <= hi:
+            if r1 == r0:
+                return v0
+            return v0 + (v1 - v0) * (target - r0) / (r1 - r0)
+    if len(points) == 1 and points[0][0] == target:
+        return points[0][1]
+    return None
+
+
+def _mean(values: list[torch.Tensor]) -> float:
+    return torch.cat(values).double().mean().item()
+
+
+# ---------------------------------------------------------------- the evaluation
+
+
+def _evaluate_size(
+    entries: list[ModelEntry],
+    rgb: torch.Tensor,
+    gray: torch.Tensor,
+    size: int,
+    saturations: list[float],
+    batch_size: int,
+    grid_rows: int,
+) -> tuple[dict[str, Any], list[torch.Tensor]]:
+    """Metrics for every model at one size, plus the grid's columns."""
+    device = rgb.device
+    main = saturations.index(1.0)
+    truth_cf: list[torch.Tensor] = []
+    grey_de: list[torch.Tensor] = []
+    for start in range(0, len(rgb), batch_size):
+        batch_rgb, batch_gray = rgb[start : start + batch_size], gray[start : start + batch_size]
+        truth_cf.append(colorfulness(batch_rgb).cpu())
+        grey_de.append(mean_ciede2000(gray_to_rgb(batch_gray), batch_rgb).cpu())
+    truth_colorfulness = _mean(truth_cf)
+    grey_ciede2000 = _mean(grey_de)
+
+    columns = [gray_to_rgb(gray[:grid_rows]).cpu()]
+    rows = []
+    for entry in entries:
+        scores: dict[str, list[torch.Tensor]] = {"psnr": [], "ssim": []}
+        sweep_de: list[list[torch.Tensor]] = [[] for _ in saturations]
+        sweep_cf: list[list[torch.Tensor]] = [[] for _ in saturations]
+        grid_part: list[torch.Tensor] = []
+        for start in range(0, len(rgb), batch_size):
+            batch_rgb, batch_gray = rgb[start : start + batch_size], gray[start : start + batch_size]
+            outputs = colorize_at_saturations(entry, batch_gray, size, saturations)
+            for k, out in enumerate(outputs):
+                out = out.to(device)
+                sweep_de[k].append(mean_ciede2000(out, batch_rgb).cpu())
+                sweep_cf[k].append(colorfulness(out).cpu())
+            pred = outputs[main].to(device)
+            scores["psnr"].append(psnr(pred, batch_rgb).cpu())
+            scores["ssim"].append(ssim(pred, batch_rgb).cpu())
+            if start < grid_rows:
+                grid_part.append(pred[: grid_rows - start].cpu())
+        columns.append(torch.cat(grid_part))
+
+        sweep = []
+        for s, de, cf in zip(saturations, sweep_de, sweep_cf):
+            cf_mean = _mean(cf)
+            sweep.append(
+                {
+                    "saturation": s,
+                    "ciede2000": _mean(de),
+                    "colorfulness": cf_mean,
+                    "colorfulness_ratio": cf_mean / truth_colorfulness if truth_colorfulness > 0 else math.nan,
+                }
+            )
+        ratios = [p["colorfulness_ratio"] for p in sweep]
+        errors = [p["ciede2000"] for p in sweep]
+        at_cf = {f"{t:g}": interpolate_at(ratios, errors, t) for t in COLORFULNESS_TARGETS}
+        de_main = sweep[main]["ciede2000"]
+        rows.append(
+            {
+                "label": entry.label,
+                "source": entry.source,
+                "kind": entry.kind,
+                "parameters": entry.parameters,
+                "psnr": _mean(scores["psnr"]),
+                "ssim": _mean(scores["ssim"]),
+                "ciede2000": de_main,
+                "ciede2000_vs_grey": de_main / grey_ciede2000 if grey_ciede2000 > 0 else math.nan,
+                "colorfulness": sweep[main]["colorfulness"],
+                "colorfulness_ratio": sweep[main]["colorfulness_ratio"],
+                "sweep": sweep,
+                "ciede2000_at_colorfulness": at_cf,
+                "ciede2000_at_colorfulness_vs_grey": {
+                    k: (v / grey_ciede2000 if v is not None and grey_ciede2000 > 0 else None) for k, v in at_cf.items()
+                },
+            }
+        )
+    columns.append(rgb[:grid_rows].cpu())
+    result = {
+        "size": size,
+        "n_images": len(rgb),
+        "truth_colorfulness": truth_colorfulness,
+        "grey_ciede2000": grey_ciede2000,
+        "models": rows,
+    }
+    return result, columns
+
+
+def grid_image(columns: list[torch.Tensor]) -> torch.Tensor:
+    """Lay ``(K, 3, S, S)`` columns side by side, image i in row i: ``(3, H, W)``."""
+    from torchvision.utils import make_grid
+
+    tiles = torch.stack(columns, dim=1).flatten(0, 1)  # (K * columns, 3, S, S), row-major
+    return make_grid(tiles, nrow=len(columns), padding=2, pad_value=1.0)
+
+
+def write_png(image: torch.Tensor, path: Path) -> None:
+    """Write a ``(3, H, W)`` image in [0, 1] as PNG, atomically."""
+    from torchvision.io import encode_png
+
+    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    atomic_write_bytes(path, bytes(encode_png(pixels).numpy()))
+
+
+@torch.no_grad()
+def evaluate(
+    models: Sequence[str],
+    data: str,
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    n: int | None = 100,
+    seed: int = 0,
+    split: str = "test",
+    saturations: Sequence[float] = DEFAULT_SATURATIONS,
+    out_dir: str | Path | None = None,
+    batch_size: int = 16,
+    grid_rows: int = 8,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Evaluate ``models`` (specs, see the module docstring) on ``data``.
+
+    Args:
+        models: model specs, e.g. ``["grey", "default", "cae=runs/cae"]``.
+        data: a data spec for :func:`autocolor.data.build_splits`.
+        sizes: square center-crop sides; models work at each (chroma models
+            render at it, the CIFAR CAE at 32 and is upsampled).
+        n: images drawn with ``seed`` from the split (None: all of it).
+        seed: seeds the split and the sample; the run is deterministic.
+        split: "test" or "val".
+        saturations: factors on ab for the colorfulness trade-off (1 is
+            always included: it is the model as shipped).
+        out_dir: if given, results.md, results.json and grid_SIZE.png go here.
+        batch_size: images per forward pass.
+        grid_rows: images shown in each grid.
+        device: torch device for models and metrics.
+
+    Returns:
+        A JSON-ready dict: settings, ``definitions`` and, per size in
+        ``results``, the truth's colorfulness, the grey copy's CIEDE2000 and
+        one row per model (see :data:`DEFINITIONS` for each number).
+    """
+    if split not in ("test", "val"):
+        raise EvaluationError(f"split must be 'test' or 'val', got {split!r}")
+    bad = [s for s in sizes if s < MIN_SIZE]
+    if not sizes or bad:
+        raise EvaluationError(f"sizes must be at least {MIN_SIZE} pixels, got {list(sizes)}")
+    if n is not None and n < 1:
+        raise EvaluationError(f"n must be at least 1 (or None for the whole split), got {n}")
+    if any(not math.isfinite(s) or s < 0 for s in saturations):
+        raise EvaluationError(f"saturations must be finite and >= 0, got {list(saturations)}")
+    sweep = sorted({float(s) for s in saturations} | {1.0})
+    entries = resolve_models(models, device)
+
+    report: dict[str, Any] = {
+        "data": data,
+        "split": split,
+        "seed": seed,
+        "n": n,
+        "sizes": list(sizes),
+        "saturations": sweep,
+        "colorfulness_targets": list(COLORFULNESS_TARGETS),
+        "models": {e.label: e.source for e in entries},
+        "definitions": DEFINITIONS,
+        "results": [],
+    }
+    grids: dict[int, torch.Tensor] = {}
+    for size in sizes:
+        dataset = getattr(build_splits(data, size, seed), split)
+        indices = sample_indices(len(dataset), n, seed)
+        rgb, gray = load_images(dataset, indices)
+        result, columns = _evaluate_size(entries, rgb.to(device), gray.to(device), size, sweep, batch_size, grid_rows)
+        report["results"].append(result)
+        grids[size] = grid_image(columns)
+
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for size, grid in grids.items():
+            write_png(grid, out / f"grid_{size}.png")
+        atomic_write_bytes(out / "results.json", json.dumps(_json_safe(report), indent=2).encode())
+        atomic_write_bytes(out / "results.md", format_markdown(report).encode())
+    return report
+
+
+def _json_safe(value: Any) -> Any:
+    """Strict JSON: non-finite floats (PSNR of a perfect copy) become strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- the report
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def format_markdown(report: dict[str, Any]) -> str:
+    """The report as markdown: one metrics table and one trade-off table per size."""
+    lines = [
+        "# Colorization evaluation",
+        "",
+        f"Data `{report['data']}`, split `{report['split']}`, seed {report['seed']}; "
+        f"saturation factors {', '.join(f'{s:g}' for s in report['saturations'])}.",
+        "",
+        "Models: " + "; ".join(f"`{label}` = {source}" for label, source in report["models"].items()) + ".",
+    ]
+    for result in report["results"]:
+        size = result["size"]
+        lines += [
+            "",
+            f"## {size} x {size} px, {result['n_images']} images",
+            "",
+            f"Ground-truth colorfulness {result['truth_colorfulness']:.2f}; "
+            f"grey copy's CIEDE2000 {result['grey_ciede2000']:.3f}.",
+            "",
+            "| model | params | PSNR (dB) | SSIM (RGB) | CIEDE2000 | CIEDE2000 / grey "
+            "| colorfulness | truth colorfulness | colorfulness ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in result["models"]:
+            lines.append(
+                f"| {row['label']} | {row['parameters']:,} | {_fmt(row['psnr'])} | {_fmt(row['ssim'], 4)} "
+                f"| {_fmt(row['ciede2000'], 3)} | {_fmt(row['ciede2000_vs_grey'], 3)} "
+                f"| {_fmt(row['colorfulness'])} | {_fmt(result['truth_colorfulness'])} "
+                f"| {_fmt(row['colorfulness_ratio'], 3)} |"
+            )
+        sats = report["saturations"]
+        targets = [f"{t:g}" for t in report["colorfulness_targets"]]
+        lines += [
+            "",
+            f"### Trade-off at {size} px: CIEDE2000 / colorfulness ratio as ab is scaled",
+            "",
+            "| model | "
+            + " | ".join(f"s={s:g}" for s in sats)
+            + " | "
+            + " | ".join(f"CIEDE2000 at colorfulness {t} (x grey)" for t in targets)
+            + " |",
+            "|---|" + "---:|" * (len(sats) + len(targets)),
+        ]
+        for row in result["models"]:
+            cells = [f"{_fmt(p['ciede2000'], 3)} / {_fmt(p['colorfulness_ratio'], 3)}" for p in row["sweep"]]
+            for t in targets:
+                value, ratio = row["ciede2000_at_colorfulness"][t], row["ciede2000_at_colorfulness_vs_grey"][t]
+                cells.append("unreachable" if value is None else f"{value:.3f} ({_fmt(ratio, 3)}x)")
+            lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+        columns = " | ".join(["gray", *(row["label"] for row in result["models"]), "truth"])
+        lines += ["", f"Grid `grid_{size}.png`: columns {columns}; one row per image (the first of the sample)."]
+    lines += ["", "## Definitions", ""]
+    lines += [f"- **{name}**: {text}." for name, text in report["definitions"].items()]
+    return "\n".join(lines) + "\n"
