@@ -48,6 +48,7 @@ from autocolor.data import build_splits
 from autocolor.metrics import colorfulness, mean_ciede2000, psnr, ssim
 from autocolor.models import available_models, count_parameters
 from autocolor.predict import predict_ab, predict_rgb
+from autocolor.train import save_png
 
 GREY = "grey"
 DEFAULT_SIZES = (32, 256)
@@ -300,14 +301,6 @@ def grid_image(columns: list[torch.Tensor]) -> torch.Tensor:
     return make_grid(tiles, nrow=len(columns), padding=2, pad_value=1.0)
 
 
-def write_png(image: torch.Tensor, path: Path) -> None:
-    """Write a ``(3, H, W)`` image in [0, 1] as PNG, atomically."""
-    from torchvision.io import encode_png
-
-    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-    atomic_write_bytes(path, bytes(encode_png(pixels).numpy()))
-
-
 @torch.no_grad()
 def evaluate(
     models: Sequence[str],
@@ -381,7 +374,7 @@ def evaluate(
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         for size, grid in grids.items():
-            write_png(grid, out / f"grid_{size}.png")
+            save_png(grid, out / f"grid_{size}.png")
         atomic_write_bytes(out / "results.json", json.dumps(_json_safe(report), indent=2).encode())
         atomic_write_bytes(out / "results.md", format_markdown(report).encode())
     return report
