@@ -1,0 +1,126 @@
+"""ONNX export of chroma models, and a runner that stands in for the model.
+
+The graph holds only the network: normalized L ``(B, 1, H, W)`` at the
+working size in, normalized ab ``(B, 2, H/4, W/4)`` out (the annealed mean
+included). Resizing, the Lab conversion and the merge with the
+full-resolution L stay outside, in :mod:`autocolor.inference`, exactly as
+for the PyTorch backend. Batch, height and width are dynamic axes (H and W
+multiples of the model's stride).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from autocolor.predict import DEFAULT_RENDER_SIZE
+
+OPSET = 17
+
+
+class TraceableAttention(nn.Module):
+    """The same computation as :class:`autocolor.models.chroma_unet.GlobalAttention`,
+    sharing its weights, written so the tracer keeps H and W symbolic
+    (``nn.MultiheadAttention`` bakes the sequence length into its reshapes)."""
+
+    def __init__(self, attention: nn.Module) -> None:
+        super().__init__()
+        self.norm = attention.norm
+        self.attn = attention.attn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        heads = self.attn.num_heads
+        tokens = self.norm(x.flatten(2).transpose(1, 2))  # (B, H*W, C)
+        q, k, v = F.linear(tokens, self.attn.in_proj_weight, self.attn.in_proj_bias).chunk(3, dim=-1)
+
+        def split_heads(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(b, -1, heads, c // heads).transpose(1, 2)  # (B, heads, H*W, C/heads)
+
+        attended = F.scaled_dot_product_attention(split_heads(q), split_heads(k), split_heads(v))
+        attended = self.attn.out_proj(attended.transpose(1, 2).reshape(b, -1, c))
+        return x + attended.transpose(1, 2).reshape(b, c, h, w)
+
+
+class _ChromaGraph(nn.Module):
+    """Normalized L to normalized ab: the model plus its decoding."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
+        return self.model.predict_ab(l_norm)
+
+
+def _exportable(model: nn.Module) -> nn.Module:
+    from autocolor.models.chroma_unet import GlobalAttention
+
+    twin = copy.deepcopy(model).cpu().float().eval()
+    for name, module in list(twin.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, GlobalAttention):
+                setattr(module, child_name, TraceableAttention(child))
+    return _ChromaGraph(twin).eval()
+
+
+def export_onnx_bytes(model: nn.Module, render_size: int = DEFAULT_RENDER_SIZE) -> bytes:
+    """Serialize a chroma model (``predicts == "ab"``) to ONNX.
+
+    ``render_size`` only sets the example input traced; the axes stay dynamic.
+    """
+    if getattr(model, "predicts", None) != "ab":
+        raise ValueError(
+            f"only chroma models (predicts 'ab') export to ONNX; {getattr(model, 'registry_name', model)} predicts RGB"
+        )
+    stride = getattr(model, "stride", 16)
+    side = max(stride, render_size // stride * stride)
+    example = torch.zeros(1, 1, side, side)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer chatter about Python ints in shapes
+        torch.onnx.export(
+            _exportable(model), (example,), buffer, dynamo=False, opset_version=OPSET,
+            input_names=["l_norm"], output_names=["ab_norm"],
+            dynamic_axes={"l_norm": {0: "batch", 2: "height", 3: "width"},
+                          "ab_norm": {0: "batch", 2: "height_4", 3: "width_4"}},
+        )
+    return buffer.getvalue()
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, render_size: int = DEFAULT_RENDER_SIZE) -> Path:
+    """Write :func:`export_onnx_bytes` to ``path`` (atomically) and return it."""
+    from autocolor.checkpoint import atomic_write_bytes
+
+    path = Path(path)
+    atomic_write_bytes(path, export_onnx_bytes(model, render_size))
+    return path
+
+
+class OnnxChromaNet:
+    """An onnxruntime session with the chroma model's interface
+    (``predicts``, ``fixed_size``, ``stride``, ``predict_ab``)."""
+
+    predicts = "ab"
+    fixed_size = None
+
+    def __init__(self, graph: bytes | str | os.PathLike, stride: int = 16, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        source = graph if isinstance(graph, bytes) else str(graph)
+        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        self.stride = stride
+
+    def predict_ab(self, l_norm: torch.Tensor) -> torch.Tensor:
+        (ab,) = self.session.run(None, {"l_norm": l_norm.detach().cpu().float().numpy()})
+        return torch.from_numpy(ab)
