@@ -165,6 +165,89 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_colorize(sub: argparse._SubParsersAction) -> None:
+    from autocolor.imageio import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS
+    from autocolor.predict import DEFAULT_RENDER_SIZE
+
+    p = sub.add_parser("colorize", help="colorize photos: files, folders (recursively) and globs",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
+    p.add_argument("-o", "--out", required=True, type=Path, help="output folder; folder layout is kept")
+    p.add_argument("--model", default="default", help="model folder (model.safetensors + config.json) or 'default'")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch", help="inference engine")
+    p.add_argument("--device", default="cpu", help="torch backend: cpu, cuda, cuda:1, ...")
+    p.add_argument("--render-size", type=int, default=None,
+                   help=f"working resolution in pixels per side (chroma models: {DEFAULT_RENDER_SIZE}; "
+                        "RGB models: full size)")
+    p.add_argument("--saturation", type=float, default=1.0, help="chroma scale, 1 = as predicted")
+    p.add_argument("--format", choices=list(OUTPUT_FORMATS), default=None,
+                   help="output format (default: the input's own; GIF becomes PNG)")
+    p.add_argument("--quality", type=int, default=92, help="JPEG/WebP quality")
+    p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (default: skip them)")
+    p.add_argument("--keep-color", action="store_true", help="copy color inputs as they are instead of recolorizing")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse larger images (decompression bombs)")
+    p.add_argument("--batch-size", type=int, default=8, help="images of one size colorized together")
+    p.add_argument("--workers", type=int, default=2, help="threads decoding and encoding beside the model")
+    p.add_argument("--threads", type=int, default=1,
+                   help="PyTorch intra-op threads (1 is fastest on a small shared CPU; the workers use the rest)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _run_colorize(args: argparse.Namespace) -> int:
+    import torch
+
+    from autocolor.inference import Colorizer, colorize_files, plan_jobs
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    jobs, problems = plan_jobs(args.paths, args.out, args.format)
+    for path, reason in problems:
+        print(f"{path}: {reason}", file=sys.stderr)
+    if not jobs:
+        print("error: nothing to colorize", file=sys.stderr)
+        return 1
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"error: {args.out}: cannot create the output folder ({exc.strerror or exc})", file=sys.stderr)
+        return 2
+    colorizer = Colorizer.load(args.model, device=args.device, backend=args.backend)
+    summary = colorize_files(
+        colorizer, jobs, render_size=args.render_size, saturation=args.saturation, keep_color=args.keep_color,
+        overwrite=args.overwrite, max_pixels=args.max_pixels, quality=args.quality, batch_size=args.batch_size,
+        workers=args.workers, progress=not args.no_progress,
+    )
+    summary.failed[:0] = problems
+    print(summary.line(), file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    from autocolor.predict import DEFAULT_RENDER_SIZE
+
+    p = sub.add_parser("export", help="export a chroma model's network to ONNX",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--onnx", required=True, type=Path, help="ONNX file to write")
+    p.add_argument("--model", default="default", help="model folder (model.safetensors + config.json) or 'default'")
+    p.add_argument("--render-size", type=int, default=DEFAULT_RENDER_SIZE,
+                   help="side of the example input traced (height and width stay dynamic)")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from autocolor.inference import Colorizer
+    from autocolor.onnx_export import export_onnx
+
+    colorizer = Colorizer.load(args.model)
+    try:
+        path = export_onnx(colorizer.model, args.onnx, args.render_size)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autocolor", description="Colorize grayscale photos; train and compare models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -173,10 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list registered models with their parameter counts")
     _add_serve(sub)
     _add_evaluate(sub)
+    _add_colorize(sub)
+    _add_export(sub)
     return parser
 
 
-COMMANDS = {"train": _run_train, "data": _run_data, "models": _run_models, "serve": _run_serve, "evaluate": _run_evaluate}
+COMMANDS = {"train": _run_train, "data": _run_data, "models": _run_models, "serve": _run_serve, "evaluate": _run_evaluate,
+            "colorize": _run_colorize, "export": _run_export}
 
 
 def main(argv: list[str] | None = None) -> int:

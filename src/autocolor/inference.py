@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import itertools
 import os
+import sys
 import time
 import warnings
 from collections import deque
@@ -426,7 +427,7 @@ def colorize_files(
             todo.append(job)
     start = time.perf_counter()
     bar = tqdm(total=len(todo), unit="img", disable=not progress, dynamic_ncols=True, smoothing=0.1)
-    say = log or (lambda text: tqdm.write(text))
+    say = log or (lambda text: tqdm.write(text, file=sys.stderr))
 
     def fail(job: Job, reason: str) -> None:
         summary.failed.append((job.source, reason))
