@@ -17,8 +17,10 @@ What protects the machine it runs on:
 * no path outside that folder is served (``allowed_paths`` is empty).
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: Gradio finds the ``gr.Request``
+# parameter of a handler by its annotation, which must be a real class, and
+# gradio itself is imported only once ``serve`` has pointed its folders into
+# the app's own (some of its modules read them at import time).
 import os
 import shutil
 import signal
@@ -30,9 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PIL import Image
-from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 
-from autocolor.color import rgb_to_gray
+from autocolor.imageio import ImageError, load_image, pil_to_array, split_pixels, to_uint8
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -44,6 +45,7 @@ DEFAULT_RENDER_SIZE = 256
 PREVIEW_SIDE = 1280  # the sliders show previews; downloads keep the full resolution
 SAMPLE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 NO_SAMPLE = "(none)"
+MAX_PIXELS = 40_000_000  # per image: a 40 MP photo needs a few GB while colorized, and the demo is shared
 
 
 def find_samples() -> list[Path]:
@@ -86,7 +88,7 @@ class WebConfig:
 
     models: dict[str, str]  # label shown in the page -> model folder, or "default"
     device: str = "cpu"
-    max_pixels: int = 40_000_000  # per image; a 40 MP photo needs about 2 GB while colorized
+    max_pixels: int = MAX_PIXELS  # per image
     max_file_size: str = "25mb"  # per upload, enforced by Gradio before anything is decoded
     max_images: int = 8  # per request; one slider each
     concurrency: int = 1  # requests colorized at once
@@ -106,10 +108,10 @@ class ModelCache:
     def __init__(self, sources: dict[str, str], device: str = "cpu") -> None:
         self._sources = sources
         self._device = device
-        self._loaded: dict[str, Colorizer] = {}
+        self._loaded: dict[str, "Colorizer"] = {}
         self._lock = threading.Lock()
 
-    def get(self, label: str) -> Colorizer:
+    def get(self, label: str) -> "Colorizer":
         from autocolor.inference import Colorizer
 
         if label not in self._sources:
@@ -132,30 +134,28 @@ class Outcome:
 
 
 def gray_preview(image: Image.Image) -> Image.Image:
-    """The gray the model sees, as a PIL image (``rgb_to_gray`` is the one definition of gray)."""
-    rgb = pil_to_tensor(image.convert("RGB")).float() / 255  # (3, H, W)
-    return to_pil_image(rgb_to_gray(rgb).clamp(0, 1))
+    """The gray the model sees, as an 8-bit "L" image (of any input mode, 16-bit included)."""
+    return Image.fromarray(to_uint8(split_pixels(pil_to_array(image)).gray), "L")
 
 
 def _preview(image: Image.Image, path: Path) -> Path:
-    small = image.copy()
+    small = image if image.mode in ("L", "RGB") else image.convert("RGB")  # JPEG has no alpha
+    small = small.copy()
     small.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
     small.save(path, quality=90)
     return path
 
 
 def colorize_files(
-    colorizer: Colorizer,
+    colorizer: "Colorizer",
     files: list[tuple[str, Path]],
     out_dir: Path,
     render_size: int | None = None,
     saturation: float = 1.0,
-    max_pixels: int | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> list[Outcome]:
     """Colorize ``(display name, path)`` pairs into ``out_dir``; a file that
     cannot be read becomes an :class:`Outcome` with a one-line ``error``."""
-    from autocolor.imageio import ImageError, load_image
-
     out_dir.mkdir(parents=True, exist_ok=True)
     outcomes = []
     for index, (name, path) in enumerate(files):
@@ -188,8 +188,8 @@ def _status_text(outcomes: list[Outcome], notes: list[str]) -> str:
     return "\n".join(lines)
 
 
-def build_app(config: WebConfig, workdir: Path) -> gr.Blocks:
-    """The demo's page and its event handlers; results are written under ``workdir``.
+def build_app(config: WebConfig, workdir: Path) -> "gr.Blocks":
+    """The demo's page, its event handlers and its bounded queue; results are written under ``workdir``.
 
     Gradio's own upload folder must already point into ``workdir`` (see :func:`serve`).
     """
@@ -274,7 +274,7 @@ def build_app(config: WebConfig, workdir: Path) -> gr.Blocks:
             api_name="colorize", concurrency_limit=config.concurrency,
         )
         demo.unload(forget_session)
-    return demo
+    return demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size)
 
 
 def serve(config: WebConfig, host: str = "127.0.0.1", port: int = 7860) -> None:
@@ -292,7 +292,6 @@ def serve(config: WebConfig, host: str = "127.0.0.1", port: int = 7860) -> None:
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         demo = build_app(config, workdir)
-        demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size)
         print(f"autocolor web demo on http://{host}:{port} (temporary files in {workdir})", flush=True)
         demo.launch(
             server_name=host, server_port=port, max_file_size=config.max_file_size,
