@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
+import struct
 import subprocess
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from autocolor.photos import (
     extract_deb,
     load_sources,
     prepare_photo,
+    read_rcc,
 )
 
 PKG = "autocolor-fake-photos"
@@ -31,6 +35,9 @@ BIG = "usr/share/fake/big.jpg"
 CUTOUT = "usr/share/fake/cutout.png"
 SMALL = "usr/share/fake/small.png"
 LINK = "usr/share/fake/link.jpg"
+BUNDLE = "usr/share/fake/bundle.rcc"
+IN_BUNDLE = "app/src/activities/zoo/resource/photo.png"  # stored uncompressed
+IN_BUNDLE_Z = "app/src/activities/zoo/resource/readme.txt"  # stored zlib-compressed
 
 needs_dpkg = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb not available")
 
@@ -40,6 +47,57 @@ def _gradient(w: int, h: int) -> Image.Image:
     y = np.linspace(0, 255, h, dtype=np.float32)[:, None].repeat(w, 1)
     rgb = np.stack([x, y, 255 - x], -1).astype(np.uint8)
     return Image.fromarray(rgb, "RGB")
+
+
+def _rcc(files: dict[str, tuple[bytes, bool]], version: int = 3) -> bytes:
+    """Build a binary Qt resource file: {path: (content, compress)} -> .rcc bytes."""
+    tree: dict = {}
+    for path, item in files.items():
+        *dirs, leaf = path.split("/")
+        node = tree
+        for d in dirs:
+            node = node.setdefault(d, {})
+        node[leaf] = item
+    names = bytearray()
+    payload = bytearray()
+    name_off: dict[str, int] = {}
+
+    def name(n: str) -> int:
+        if n not in name_off:
+            name_off[n] = len(names)
+            enc = n.encode("utf-16-be")
+            names.extend(struct.pack(">HI", len(n), 0) + enc)
+        return name_off[n]
+
+    # Breadth-first node table, as rcc writes it: children of a directory are contiguous.
+    nodes: list[bytes] = []
+    pending: list[tuple[int, str, object]] = []
+    extra = b"\0" * 8 if version >= 2 else b""
+    nodes.append(b"")  # root, filled below
+    pending.append((0, "", tree))
+    while pending:
+        index, nm, obj = pending.pop(0)
+        if isinstance(obj, dict):
+            first = len(nodes)
+            children = sorted(obj.items())
+            nodes.extend(b"" for _ in children)
+            nodes[index] = struct.pack(">IHII", name(nm) if index else 0, 2, len(children), first) + extra
+            for i, (cn, co) in enumerate(children):
+                pending.append((first + i, cn, co))
+        else:
+            content, compress = obj
+            blob = struct.pack(">I", len(content)) + zlib.compress(content) if compress else content
+            nodes[index] = struct.pack(">IHHHI", name(nm), 1 if compress else 0, 0, 0, len(payload)) + extra
+            payload.extend(struct.pack(">I", len(blob)) + blob)
+    header_len = 20 + (4 if version >= 3 else 0)
+    tree_bytes = b"".join(nodes)
+    tree_off = header_len
+    data_off = tree_off + len(tree_bytes)
+    names_off = data_off + len(payload)
+    header = b"qres" + struct.pack(">IIII", version, tree_off, data_off, names_off)
+    if version >= 3:
+        header += struct.pack(">I", 0)
+    return header + tree_bytes + bytes(payload) + bytes(names)
 
 
 def _cutout() -> Image.Image:
@@ -64,6 +122,9 @@ def fake_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _cutout().save(tree / CUTOUT)
     _gradient(100, 60).save(tree / SMALL)
     (tree / LINK).symlink_to("big.jpg")
+    png = io.BytesIO()
+    _gradient(300, 200).save(png, format="PNG")
+    (tree / BUNDLE).write_bytes(_rcc({IN_BUNDLE: (png.getvalue(), False), IN_BUNDLE_Z: (b"hello" * 50, True)}))
     cache = root / "cache"
     cache.mkdir()
     if shutil.which("dpkg-deb") is None:
@@ -157,6 +218,48 @@ def test_extract_deb_members_and_symlink(fake_cache: Path, tmp_path: Path) -> No
     assert extract_deb(deb, tmp_path / "all") == []
     assert (tmp_path / "all" / CUTOUT).is_file()
     assert photos.deb_version(deb) == VERSION
+
+
+# ----------------------------------------------------------------------- Qt resources
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_read_rcc_lists_files_and_decompresses(version: int) -> None:
+    files = {"a/b/c.png": (b"\x89PNG fake", False), "a/z.txt": (b"zzz" * 100, True), "top.bin": (b"", False)}
+    got = read_rcc(_rcc(files, version=version))
+    assert got == {k: v for k, (v, _) in files.items()}
+
+
+def test_read_rcc_rejects_garbage() -> None:
+    with pytest.raises(PhotoCorpusError, match="Qt resource"):
+        read_rcc(b"not an rcc file at all")
+    with pytest.raises(PhotoCorpusError, match="Qt resource"):
+        read_rcc(_rcc({"x.png": (b"abc" * 10, False)})[:30])
+
+
+@needs_dpkg
+def test_build_corpus_with_archive_members(fake_cache: Path, tmp_path: Path) -> None:
+    src = tmp_path / "s.json"
+    src.write_text(json.dumps([
+        _entry(BUNDLE, "zoo", "train", "animal", member=IN_BUNDLE),
+        _entry(BUNDLE, "gone", "val", member="app/nothing.png"),
+        _entry(SMALL, "small", "test"),
+    ]))
+    out = tmp_path / "corpus"
+    with pytest.warns(MissingPhotoWarning, match=r"app/nothing\.png"):
+        build_photo_corpus(out, cache_dir=fake_cache, max_side=150, sources=src)
+    im = Image.open(out / "train" / "animal_zoo.jpg")
+    assert im.size == (150, 100)
+    rows = {r["file"]: r for r in _manifest(out)}
+    assert set(rows) == {"train/animal_zoo.jpg", "test/object_small.jpg"}
+    assert rows["train/animal_zoo.jpg"]["original_path"] == f"/{BUNDLE}:/{IN_BUNDLE}"
+    # the same archive path with different members is fine; the same member twice is not
+    entries = load_sources(src)
+    assert entries[0].group == f"{PKG}:{BUNDLE}:{IN_BUNDLE}"
+    src.write_text(json.dumps([_entry(BUNDLE, "a", "train", member=IN_BUNDLE),
+                               _entry(BUNDLE, "b", "train", member="/" + IN_BUNDLE)]))
+    with pytest.raises(PhotoCorpusError, match="listed twice"):
+        load_sources(src)
 
 
 # ----------------------------------------------------------------------- build
@@ -276,9 +379,10 @@ def test_committed_photo_sources_are_valid() -> None:
             assert item.get(key), f"{item.get('path')}: missing {key}"
         assert item["split"] in SPLITS
         assert not item["path"].startswith("/")
+        assert not item.get("member", "").startswith(("/", ":"))
     entries = load_sources(path)  # also checks duplicates and names
     assert len(entries) >= 300
-    paths = [e.path for e in entries]
+    paths = [(e.package, e.path, e.member) for e in entries]
     assert len(paths) == len(set(paths))
     per_split = Counter(e.split for e in entries)
     assert all(per_split[s] > 0 for s in SPLITS)

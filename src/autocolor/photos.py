@@ -17,6 +17,11 @@ costumes) are cropped to their opaque bounding box plus a small margin and
 composited onto a plain neutral grey, so the background carries no color that
 the colorizer would have to guess.
 
+Some packages ship their images inside an archive file rather than as plain
+files: GCompris (``gcompris-qt-data``) bundles each activity's images in a Qt
+resource file (``.rcc``). Such an entry names the archive as ``path`` and the
+image inside it as ``member``; :func:`read_rcc` reads the archive (no Qt needed).
+
 The build is idempotent: files that already exist are not rebuilt, and a
 package whose photos are all present is not even downloaded again.
 """
@@ -31,10 +36,12 @@ import os
 import posixpath
 import re
 import shutil
+import struct
 import subprocess
 import tarfile
 import tempfile
 import warnings
+import zlib
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -58,6 +65,7 @@ __all__ = [
     "load_sources",
     "output_name",
     "prepare_photo",
+    "read_rcc",
 ]
 
 log = logging.getLogger(__name__)
@@ -117,6 +125,8 @@ class PhotoSource:
             bounding box, then composite; the default), ``opaque_rows`` (crop
             away the partly transparent rows at the top, e.g. a panorama whose
             sky is transparent) or ``flatten`` (composite the whole canvas).
+        member: for a ``path`` that is an archive (a Qt ``.rcc`` resource
+            file), the image's path inside it; empty for a plain file.
     """
 
     package: str
@@ -128,6 +138,12 @@ class PhotoSource:
     copyright: str = ""
     group: str = ""
     alpha: str = "bbox"
+    member: str = ""
+
+    @property
+    def original_path(self) -> str:
+        """Where the photo lives in its package: ``/path`` or ``/archive:/member``."""
+        return f"/{self.path}:/{self.member}" if self.member else f"/{self.path}"
 
     @property
     def filename(self) -> str:
@@ -159,7 +175,9 @@ def load_sources(path: Path | None = None) -> list[PhotoSource]:
     The file holds either a JSON list of entries or an object with a
     ``"photos"`` list. Each entry needs ``package``, ``path``, ``category``,
     ``split`` and ``license``; ``name`` defaults to a slug of the file's stem
-    and ``group`` to ``package:path``.
+    (the member's stem for an archive member) and ``group`` to
+    ``package:path`` (``package:path:member``). ``member`` (optional) is the
+    path of the image inside the archive ``path`` (a Qt ``.rcc`` file).
 
     Raises:
         PhotoCorpusError: the file is missing or malformed, an entry lacks a
@@ -177,7 +195,7 @@ def load_sources(path: Path | None = None) -> list[PhotoSource]:
         raise PhotoCorpusError(f"photo list {path} has no 'photos' list")
 
     sources: list[PhotoSource] = []
-    seen_paths: set[tuple[str, str]] = set()
+    seen_paths: set[tuple[str, str, str]] = set()
     seen_out: set[str] = set()
     for i, item in enumerate(items):
         where = f"{path.name} entry {i}"
@@ -187,7 +205,9 @@ def load_sources(path: Path | None = None) -> list[PhotoSource]:
         if missing:
             raise PhotoCorpusError(f"{where}: missing field(s) {', '.join(missing)}")
         member = str(item["path"]).lstrip("/")
-        name = item.get("name") or _slug(Path(member).stem)
+        inner = str(item.get("member") or "").lstrip(":/")
+        name = item.get("name") or _slug(Path(inner or member).stem)
+        default_group = f"{item['package']}:{member}" + (f":{inner}" if inner else "")
         src = PhotoSource(
             package=str(item["package"]),
             path=member,
@@ -196,8 +216,9 @@ def load_sources(path: Path | None = None) -> list[PhotoSource]:
             name=str(name),
             license=str(item["license"]),
             copyright=str(item.get("copyright", "")),
-            group=str(item.get("group") or f"{item['package']}:{member}"),
+            group=str(item.get("group") or default_group),
             alpha=str(item.get("alpha") or "bbox"),
+            member=inner,
         )
         if src.split not in SPLITS:
             raise PhotoCorpusError(f"{where}: split {src.split!r} is not one of {', '.join(SPLITS)}")
@@ -206,11 +227,11 @@ def load_sources(path: Path | None = None) -> list[PhotoSource]:
                 raise PhotoCorpusError(f"{where}: {field} {value!r} must match [a-z0-9][a-z0-9-]*")
         if src.alpha not in ALPHA_MODES:
             raise PhotoCorpusError(f"{where}: alpha {src.alpha!r} is not one of {', '.join(ALPHA_MODES)}")
-        if ".." in member.split("/"):
-            raise PhotoCorpusError(f"{where}: path {member!r} must not contain '..'")
-        key = (src.package, src.path)
+        if ".." in member.split("/") or ".." in inner.split("/"):
+            raise PhotoCorpusError(f"{where}: path {member!r} / member {inner!r} must not contain '..'")
+        key = (src.package, src.path, src.member)
         if key in seen_paths:
-            raise PhotoCorpusError(f"{where}: {src.package}:{src.path} is listed twice")
+            raise PhotoCorpusError(f"{where}: {src.package}:{src.original_path} is listed twice")
         seen_paths.add(key)
         if src.relpath in seen_out:
             raise PhotoCorpusError(f"{where}: output file {src.relpath} is used twice")
@@ -367,6 +388,69 @@ def _iter_deb_members(deb: Path, names: set[str]) -> Iterable[tuple[str, str, by
         rc = proc.wait()
     if rc != 0:
         raise PhotoCorpusError(f"cannot extract {deb}: {_last_line(err)}")
+
+
+# --------------------------------------------------------------------------- Qt resource files
+
+_RCC_COMPRESSED = 0x01  # zlib (qCompress: 4-byte big-endian size, then a zlib stream)
+_RCC_DIRECTORY = 0x02
+_RCC_COMPRESSED_ZSTD = 0x04
+
+
+def read_rcc(data: bytes) -> dict[str, bytes]:
+    """Return ``{path: content}`` for every file in a binary Qt resource (``.rcc``).
+
+    Paths are relative to the resource root without the leading ``:/``, e.g.
+    ``gcompris/src/activities/erase/resource/alpaca.webp``. zlib-compressed
+    entries are decompressed; format versions 1 to 3 are understood.
+
+    Raises:
+        PhotoCorpusError: the data is not a valid ``.rcc`` file, or an entry
+            uses zstd compression (not supported).
+    """
+    try:
+        if data[:4] != b"qres":
+            raise ValueError("no 'qres' magic")
+        version, tree, payload, names = struct.unpack_from(">IIII", data, 4)
+        if not 1 <= version <= 3:
+            raise ValueError(f"unknown version {version}")
+        node_size = 14 if version == 1 else 22  # v2+ adds an 8-byte modification time
+
+        def name_at(offset: int) -> str:
+            (length,) = struct.unpack_from(">H", data, names + offset)
+            start = names + offset + 6  # length, then a 4-byte hash, then UTF-16BE
+            return data[start : start + 2 * length].decode("utf-16-be")
+
+        files: dict[str, bytes] = {}
+        stack: list[tuple[int, str]] = [(0, "")]
+        seen: set[int] = set()
+        while stack:
+            index, path = stack.pop()
+            if index in seen:
+                raise ValueError("directory loop")
+            seen.add(index)
+            node = tree + index * node_size
+            name_offset, flags = struct.unpack_from(">IH", data, node)
+            if index:
+                path = f"{path}/{name_at(name_offset)}" if path else name_at(name_offset)
+            if flags & _RCC_DIRECTORY:
+                count, first = struct.unpack_from(">II", data, node + 6)
+                stack.extend((child, path) for child in range(first, first + count))
+                continue
+            (data_offset,) = struct.unpack_from(">I", data, node + 10)
+            (size,) = struct.unpack_from(">I", data, payload + data_offset)
+            start = payload + data_offset + 4
+            blob = data[start : start + size]
+            if len(blob) != size:
+                raise ValueError(f"{path}: truncated")
+            if flags & _RCC_COMPRESSED_ZSTD:
+                raise PhotoCorpusError(f"{path}: zstd-compressed resource entries are not supported")
+            if flags & _RCC_COMPRESSED:
+                blob = zlib.decompress(blob[4:])
+            files[path] = blob
+        return files
+    except (struct.error, ValueError, UnicodeDecodeError, zlib.error) as exc:
+        raise PhotoCorpusError(f"not a valid Qt resource (.rcc) file: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- images
@@ -556,11 +640,12 @@ def build_photo_corpus(
         log.info("%s %s: converting %d photos", package, version, len(todo))
         with tempfile.TemporaryDirectory(prefix="autocolor-deb-") as tmp:
             root = Path(tmp)
-            missing = set(extract_deb(deb, root, [s.path for s in todo]))
+            missing = set(extract_deb(deb, root, sorted({s.path for s in todo})))
             for src in todo:
                 if src.path in missing:
                     _problem(f"{src.path} is not in Debian package {package!r} ({deb.name}); skipped", strict)
             present = [s for s in todo if s.path not in missing]
+            present = _unpack_members(present, root, package, strict)
 
             def convert(src: PhotoSource) -> dict[str, str] | None:
                 dest = out_dir / src.relpath
@@ -569,11 +654,11 @@ def build_photo_corpus(
                         with Image.open(dest) as done:
                             size = done.size
                     else:
-                        im = prepare_photo(root / src.path, max_side=max_side, alpha=src.alpha)
+                        im = prepare_photo(_local_path(root, src), max_side=max_side, alpha=src.alpha)
                         _save_jpeg_atomic(im, dest)
                         size = im.size
                 except (OSError, ValueError) as exc:
-                    _problem(f"cannot convert {src.path} from Debian package {package!r}: {exc}", strict)
+                    _problem(f"cannot convert {src.original_path} from Debian package {package!r}: {exc}", strict)
                     return None
                 return _row(src, version, *size)
 
@@ -591,13 +676,50 @@ def build_photo_corpus(
     return out_dir
 
 
+_MEMBERS_DIR = ".members"  # below the extraction root: archive members written as files
+
+
+def _local_path(root: Path, src: PhotoSource) -> Path:
+    """Where the photo's bytes are on disk after extraction (and unpacking of members)."""
+    if src.member:
+        return root / _MEMBERS_DIR / src.path / src.member
+    return root / src.path
+
+
+def _unpack_members(items: list[PhotoSource], root: Path, package: str, strict: bool) -> list[PhotoSource]:
+    """Write the archive members the entries name to disk; return the entries found."""
+    by_archive: dict[str, list[PhotoSource]] = {}
+    for src in items:
+        if src.member:
+            by_archive.setdefault(src.path, []).append(src)
+    bad: set[tuple[str, str]] = set()
+    for archive, wanted in by_archive.items():
+        try:
+            content = read_rcc((root / archive).read_bytes())
+        except (OSError, PhotoCorpusError) as exc:
+            _problem(f"cannot read {archive} from Debian package {package!r}: {exc}; "
+                     f"{len(wanted)} photo(s) skipped", strict)
+            bad.update((s.path, s.member) for s in wanted)
+            continue
+        for src in wanted:
+            blob = content.get(src.member)
+            if blob is None:
+                _problem(f"{src.member} is not in {archive} (Debian package {package!r}); skipped", strict)
+                bad.add((src.path, src.member))
+                continue
+            dest = _local_path(root, src)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(blob)
+    return [s for s in items if (s.path, s.member) not in bad]
+
+
 def _row(src: PhotoSource, version: str, width: int, height: int) -> dict[str, str]:
     return {
         "split": src.split,
         "file": src.relpath,
         "package": src.package,
         "package_version": version,
-        "original_path": "/" + src.path,
+        "original_path": src.original_path,
         "license": src.license,
         "category": src.category,
         "width": str(width),
