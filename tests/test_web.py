@@ -79,36 +79,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# Until src/autocolor/inference.py lands, the server gets a tiny stand-in for it (test only).
-_BOOT = """
-import sys
-try:
-    import autocolor.inference
-except ImportError:
-    import types
-    from pathlib import Path
-    from torchvision.transforms.functional import pil_to_tensor, to_pil_image
-    from autocolor.checkpoint import load_model
-    from autocolor.predict import predict_rgb
-
-    class Colorizer:
-        def __init__(self, model):
-            self.model = model.eval()
-
-        @classmethod
-        def load(cls, path, device="cpu"):
-            return cls(load_model(Path(path)).to(device))
-
-        def colorize(self, image, render_size=None, saturation=1.0):
-            gray = pil_to_tensor(image.convert("L")).float()[None] / 255
-            return to_pil_image(predict_rgb(self.model, gray, render_size, saturation)[0])
-
-    sys.modules["autocolor.inference"] = types.SimpleNamespace(Colorizer=Colorizer)
-from autocolor.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 class Server:
     def __init__(self, url: str, process: subprocess.Popen, tmpdir: Path, log: Path) -> None:
         self.url, self.process, self.tmpdir, self.log = url, process, tmpdir, log
@@ -132,7 +102,7 @@ def server(tmp_path_factory) -> Server:
     port = free_port()
     log = root / "server.log"
     env = {**os.environ, "TMPDIR": str(tmpdir), "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-c", _BOOT, "serve", "--model", str(model), "--port", str(port),
+    command = [sys.executable, "-m", "autocolor", "serve", "--model", str(model), "--port", str(port),
                "--max-file-size", f"{MAX_FILE_SIZE_MB}mb", "--max-pixels", str(MAX_PIXELS)]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -163,12 +133,10 @@ def _port_open(port: int) -> bool:
 
 
 def test_colorize_files_colors_good_images_and_explains_bad_ones(tmp_path):
+    from autocolor.inference import Colorizer
     from autocolor.web import colorize_files
 
-    class ConstantColorizer:  # the interface of autocolor.inference.Colorizer
-        def colorize(self, image, render_size=None, saturation=1.0):
-            return Image.new("RGB", image.size, (220, 120, 60))
-
+    colorizer = Colorizer.load(constant_color_model(tmp_path / "model"))
     good = tmp_path / "gray.png"
     Image.new("L", (90, 70), 128).save(good)
     text = tmp_path / "notes.png"
@@ -176,9 +144,10 @@ def test_colorize_files_colors_good_images_and_explains_bad_ones(tmp_path):
     large = tmp_path / "large.png"
     Image.new("L", (2000, 1001)).save(large)
     files = [("gray.png", good), ("notes.png", text), ("large.png", large)]
-    outcomes = colorize_files(ConstantColorizer(), files, tmp_path / "out", max_pixels=MAX_PIXELS)
+    outcomes = colorize_files(colorizer, files, tmp_path / "out", render_size=64, max_pixels=MAX_PIXELS)
     assert [o.error is None for o in outcomes] == [True, False, False]
-    assert Image.open(outcomes[0].result).size == (90, 70)
+    with Image.open(outcomes[0].result) as result:
+        assert result.size == (90, 70) and colorfulness_of(result) > 20
     assert Image.open(outcomes[0].before).mode == "L"
     for outcome in outcomes[1:]:
         assert outcome.error.startswith(outcome.name + ": ") and "\n" not in outcome.error

@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from autocolor.checkpoint import WEIGHTS_NAME
 from autocolor.imageio import ImageError, load_image, pil_to_array, split_pixels, to_uint8
+from autocolor.inference import Colorizer, default_model_dir
 
 if TYPE_CHECKING:
     import gradio as gr
-
-    from autocolor.inference import Colorizer
 
 RENDER_SIZES = (128, 192, 256, 384, 512, 768, 1024)
 DEFAULT_RENDER_SIZE = 256
@@ -63,8 +63,7 @@ def find_samples() -> list[Path]:
 
 
 def default_model_available() -> bool:
-    """Whether the default weights (``autocolor/weights/default/``) are installed."""
-    return (Path(__file__).resolve().parent / "weights" / "default" / "model.safetensors").is_file()
+    return (default_model_dir() / WEIGHTS_NAME).is_file()
 
 
 def model_choices(paths: list[str]) -> dict[str, str]:
@@ -108,12 +107,10 @@ class ModelCache:
     def __init__(self, sources: dict[str, str], device: str = "cpu") -> None:
         self._sources = sources
         self._device = device
-        self._loaded: dict[str, "Colorizer"] = {}
+        self._loaded: dict[str, Colorizer] = {}
         self._lock = threading.Lock()
 
-    def get(self, label: str) -> "Colorizer":
-        from autocolor.inference import Colorizer
-
+    def get(self, label: str) -> Colorizer:
         if label not in self._sources:
             raise KeyError(f"unknown model {label!r}")
         with self._lock:
@@ -147,7 +144,7 @@ def _preview(image: Image.Image, path: Path) -> Path:
 
 
 def colorize_files(
-    colorizer: "Colorizer",
+    colorizer: Colorizer,
     files: list[tuple[str, Path]],
     out_dir: Path,
     render_size: int | None = None,
