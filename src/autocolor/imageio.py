@@ -112,7 +112,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"refused as a decompression bomb ({exc})") from exc
+        raise ImageError(f"refused: over the pixel limit of {max_pixels / 1e6:g} MP, a decompression bomb? ({exc})") from exc
     except UnidentifiedImageError as exc:
         raise ImageError("not an image Pillow can identify (wrong extension, or not an image at all)") from exc
     except (OSError, SyntaxError, ValueError, struct.error, EOFError, IndexError) as exc:
@@ -214,7 +214,7 @@ def split_pixels(array: np.ndarray) -> Pixels:
     if color_part.shape[2] == 1:
         return Pixels(to_uint16(color_part[:, :, 0]), alpha, dtype, False)
     scale = 1.0 / _scale(dtype)
-    rgb = torch.from_numpy(np.ascontiguousarray(color_part)).permute(2, 0, 1).float() * scale  # (3, H, W)
+    rgb = torch.from_numpy(np.require(color_part, requirements=["C", "W"])).permute(2, 0, 1).float() * scale  # (3, H, W)
     spread = (rgb.amax(dim=0) - rgb.amin(dim=0)).max().item()
     gray = to_uint16(rgb_to_gray(rgb)[0].numpy())
     if spread <= _COLOR_TOLERANCE:
@@ -256,7 +256,7 @@ def array_to_pil(array: np.ndarray) -> Image.Image:
 def _png16(array: np.ndarray) -> bytes:
     """A 16-bit RGB(A) PNG: Pillow cannot write one, and the format is short."""
     h, w, c = array.shape
-    rows = np.ascontiguousarray(array.astype(">u2")).reshape(h, w * c * 2).view(np.uint8)
+    rows = np.ascontiguousarray(array.astype(">u2")).reshape(h, w * c).view(np.uint8)  # (H, W*C*2)
     raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1)  # filter type 0 per row
 
     def chunk(kind: bytes, data: bytes) -> bytes:
