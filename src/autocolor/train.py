@@ -244,7 +244,10 @@ def test_metrics(model: nn.Module, dataset: Dataset, device: torch.device, batch
 
     model.eval()
     meters = {
-        name: (PeakSignalNoiseRatio(data_range=1.0), StructuralSimilarityIndexMeasure(data_range=1.0))
+        name: (
+            PeakSignalNoiseRatio(data_range=1.0, sync_on_compute=False),
+            StructuralSimilarityIndexMeasure(data_range=1.0, sync_on_compute=False),
+        )
         for name in ("model", "grey")
     }
     for rgb, gray in DataLoader(dataset, batch_size=batch_size):
@@ -312,6 +315,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
 
     ddp_model = model
     if info.world > 1:
+        if device.type == "cuda":
+            # Batch statistics over the global batch, as one process would see them.
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
@@ -352,6 +358,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         while step < total_steps:
             set_epoch(splits.train, epoch)
             batches = epoch_batches(n_train, batch_size, cfg.seed, epoch)
+            # Each rank takes every world-th sample of each global batch (not a
+            # DistributedSampler's shard of the whole epoch), so N processes
+            # step through exactly the batches one process would.
             mine = [b[info.rank :: info.world] for b in batches[start_batch:]]
             loader = DataLoader(splits.train, batch_sampler=mine, num_workers=cfg.workers,
                                 pin_memory=device.type == "cuda", persistent_workers=False)
@@ -405,6 +414,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             bar.close()
 
     result: dict[str, Any] = {"step": step, "loss": loss_value, "train_seconds": time.monotonic() - started}
+    if info.world > 1:
+        spread = weights_spread_across_ranks(model)
+        if info.main:
+            print(f"weights identical across {info.world} ranks: {spread == 0} (max difference {spread:.3g})")
+        result["rank_weight_spread"] = spread
     if info.main:
         save_model(model, out, {"train": asdict(cfg), "step": step})
         metrics = test_metrics(model, splits.test, device) if len(splits.test) else {}
@@ -421,6 +435,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     if info.world > 1:
         dist.barrier()
     return result
+
+
+def weights_spread_across_ranks(model: nn.Module) -> float:
+    """Largest difference of any parameter between ranks (0 when DDP kept them in sync)."""
+    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
+    low, high = flat.clone(), flat.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    return float((high - low).max())
 
 
 class _TimeUp(Exception):
