@@ -1,0 +1,167 @@
+"""The Colorizer API and batch runs: every input kind, agreement with predict_rgb, planning and skipping."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import autocolor.inference as inference
+from autocolor.checkpoint import CheckpointError, save_model
+from autocolor.color import gray_to_l, merge_l_ab
+from autocolor.imageio import ImageError
+from autocolor.inference import Colorizer, colorize_files, merge_to_rgb, plan_jobs
+from autocolor.models import create_model
+from autocolor.predict import predict_rgb
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model")
+    save_model(create_model("chroma-unet", width=16), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def colorizer(model_dir):
+    return Colorizer.load(model_dir)
+
+
+def photo(h: int = 40, w: int = 56) -> np.ndarray:
+    return (np.add.outer(np.arange(h), np.arange(w) * 2) % 256).astype(np.uint8)
+
+
+def test_default_weights_missing_names_the_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(inference, "default_model_dir", lambda: tmp_path / "weights" / "default")
+    with pytest.raises(CheckpointError, match=r"weights/default/model\.safetensors"):
+        Colorizer.load()
+
+
+def test_unknown_backend(model_dir):
+    with pytest.raises(ValueError, match="backend"):
+        Colorizer.load(model_dir, backend="tensorrt")
+
+
+def test_merge_matches_color_module():
+    gray = (np.random.default_rng(0).random((2, 30, 44)) * 65535).astype(np.uint16)
+    ab = torch.randn(2, 2, 8, 11) * 40
+    lightness = gray_to_l(torch.from_numpy(gray.astype(np.float32) / 65535).unsqueeze(1))
+    reference = merge_l_ab(lightness, ab).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(merge_to_rgb(gray, ab, np.uint8) / 255.0, reference, atol=0.51 / 255)
+    np.testing.assert_allclose(merge_to_rgb(gray, ab, np.uint16) / 65535.0, reference, atol=1e-4)
+    np.testing.assert_allclose(merge_to_rgb(gray, ab, np.float32), reference, atol=1e-4)
+
+
+def test_agrees_with_predict_rgb(colorizer):
+    gray = photo(64, 96)
+    ours = colorizer.colorize(gray).astype(np.float32) / 255.0
+    reference = predict_rgb(colorizer.model, torch.from_numpy(gray / 255.0).float()[None, None])[0]
+    np.testing.assert_allclose(ours, reference.permute(1, 2, 0).numpy(), atol=1.5 / 255)
+
+
+@pytest.mark.parametrize(
+    "array, shape, dtype",
+    [
+        (photo(), (40, 56, 3), np.uint8),
+        (photo()[:, :, None], (40, 56, 3), np.uint8),
+        (photo().astype(np.uint16) * 257, (40, 56, 3), np.uint16),
+        (photo() / 255.0, (40, 56, 3), np.float32),
+        (np.dstack([photo(), np.full((40, 56), 9, np.uint8)]), (40, 56, 4), np.uint8),
+        (np.zeros((1, 1), np.uint8), (1, 1, 3), np.uint8),
+    ],
+)
+def test_array_in_array_out(colorizer, array, shape, dtype):
+    out = colorizer.colorize(array)
+    assert out.shape == shape and out.dtype == dtype
+    if shape[2] == 4:
+        assert (out[:, :, 3] == 9).all()
+
+
+def test_pil_and_path(colorizer, tmp_path):
+    image = Image.fromarray(photo()).convert("LA")
+    out = colorizer.colorize(image, render_size=64, saturation=2.0)
+    assert isinstance(out, Image.Image) and out.mode == "RGBA" and out.size == (56, 40)
+    path = tmp_path / "p.png"
+    Image.fromarray(photo()).save(path)
+    assert colorizer.colorize(path).mode == "RGB"
+
+
+def test_saturation_zero_is_gray(colorizer):
+    out = colorizer.colorize(photo(), saturation=0.0).astype(int)
+    assert np.abs(out[:, :, 0] - out[:, :, 1]).max() <= 1 and np.abs(out[:, :, 1] - out[:, :, 2]).max() <= 1
+
+
+def test_color_input_warns_or_is_kept(model_dir):
+    colorizer = Colorizer.load(model_dir)
+    color = np.dstack([photo(), photo() // 3, 255 - photo()])
+    with pytest.warns(UserWarning, match="has color"):
+        colorizer.colorize(color)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        colorizer.colorize(color)  # said once
+    assert colorizer.colorize(color, keep_color=True) is color
+
+
+def test_rgb_models_go_through_predict_rgb(tmp_path):
+    save_model(create_model("cae"), tmp_path / "cae")
+    out = Colorizer.load(tmp_path / "cae").colorize(photo())
+    assert out.shape == (40, 56, 3)
+
+
+def make_tree(root):
+    (root / "sub").mkdir(parents=True)
+    Image.fromarray(photo()).save(root / "a.png")
+    Image.fromarray(photo()).save(root / "sub" / "b.jpg")
+    (root / "readme.txt").write_text("not an image")
+
+
+def test_plan_folder_file_and_glob(tmp_path):
+    make_tree(tmp_path / "in")
+    jobs, problems = plan_jobs([str(tmp_path / "in")], tmp_path / "out")
+    assert sorted(str(j.target.relative_to(tmp_path / "out")) for j in jobs) == ["a.png", "sub/b.jpg"]
+    jobs, _ = plan_jobs([str(tmp_path / "in" / "**" / "*.jpg")], tmp_path / "out", "webp")
+    assert [j.target for j in jobs] == [tmp_path / "out" / "sub" / "b.webp"]
+    _, problems = plan_jobs([str(tmp_path / "missing"), str(tmp_path / "none*.png")], tmp_path / "out")
+    assert [reason for _, reason in problems] == ["no such file or folder", "no files match this pattern"]
+
+
+def test_plan_never_overwrites_inputs(tmp_path):
+    make_tree(tmp_path / "in")
+    with pytest.raises(ImageError, match="output folder is the input folder"):
+        plan_jobs([str(tmp_path / "in")], tmp_path / "in")
+    jobs, problems = plan_jobs([str(tmp_path / "in" / "a.png")], tmp_path / "in")
+    assert not jobs and "would overwrite an input" in problems[0][1]
+    # An output folder inside the input folder is not scanned for inputs.
+    (tmp_path / "in" / "out").mkdir()
+    Image.fromarray(photo()).save(tmp_path / "in" / "out" / "a.png")
+    jobs, _ = plan_jobs([str(tmp_path / "in")], tmp_path / "in" / "out")
+    assert len(jobs) == 2
+
+
+def test_plan_two_inputs_one_output(tmp_path):
+    make_tree(tmp_path / "in")
+    Image.fromarray(photo()).save(tmp_path / "in" / "a.jpg")
+    jobs, problems = plan_jobs([str(tmp_path / "in")], tmp_path / "out", "png")
+    assert len(jobs) == 2 and "already the output of" in problems[0][1]
+
+
+def test_colorize_files_skips_and_reports(colorizer, tmp_path):
+    make_tree(tmp_path / "in")
+    (tmp_path / "in" / "bad.jpg").write_bytes(b"")
+    for i in range(5):
+        Image.fromarray(photo()).save(tmp_path / "in" / f"same{i}.png")  # batched together
+    jobs, _ = plan_jobs([str(tmp_path / "in")], tmp_path / "out")
+    lines: list[str] = []
+    summary = colorize_files(colorizer, jobs, progress=False, log=lines.append, batch_size=4)
+    assert summary.done == 7 and summary.skipped == 0
+    assert summary.failed == [(tmp_path / "in" / "bad.jpg", "empty file (0 bytes)")]
+    assert lines == [f"{tmp_path / 'in' / 'bad.jpg'}: empty file (0 bytes)"]
+    assert not list((tmp_path / "out").rglob(".*"))  # no temporaries left
+    again = colorize_files(colorizer, jobs, progress=False, log=lines.append)
+    assert again.done == 0 and again.skipped == 7 and len(again.failed) == 1
+    redo = colorize_files(colorizer, jobs, progress=False, log=lines.append, overwrite=True, workers=0)
+    assert redo.done == 7
