@@ -350,7 +350,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                 "step": step, "epoch": epoch, "batch_in_epoch": start_batch, "config": asdict(cfg),
             }, rng)
 
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     bad_steps = 0
     loss_value = float("nan")
     model.train()
@@ -413,7 +413,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         if bar is not None:
             bar.close()
 
-    result: dict[str, Any] = {"step": step, "loss": loss_value, "train_seconds": time.monotonic() - started}
+    result: dict[str, Any] = {
+        "step": step,
+        "loss": loss_value,
+        "train_seconds": time.monotonic() - started,
+        "train_cpu_seconds": time.process_time() - cpu_started,  # all threads: the compute actually used
+    }
     if info.world > 1:
         spread = weights_spread_across_ranks(model)
         if info.main:
