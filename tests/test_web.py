@@ -9,6 +9,7 @@ with scripts/install-browser.sh).
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
@@ -284,3 +285,33 @@ def test_browser_explains_a_bad_upload_without_a_traceback(server, browser, tmp_
     assert "huge.png: 2000x1500" in status
     assert "Traceback" not in browser.page_source and "Error" not in status
     assert not browser.find_elements(By.CSS_SELECTOR, "#downloads a[download]")
+
+
+@pytest.mark.browser
+@needs_browser
+def test_browser_colorizes_a_chosen_sample_at_a_chosen_render_size(server, browser):
+    from selenium.webdriver.common.by import By
+
+    samples = sorted(p for p in (REPO / "samples").glob("*") if p.suffix.lower() in (".jpg", ".png"))
+    if not samples:
+        pytest.skip("the checkout has no samples/ folder")
+
+    def choose(elem_id: str, label: str) -> None:
+        browser.find_element(By.CSS_SELECTOR, f"#{elem_id} input").click()
+        option = f'#{elem_id} li[role=option][aria-label="{label}"]'
+        _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, option), 30).click()
+        _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, f"#{elem_id} input").get_attribute("value") == label, 30)
+
+    browser.get(server.url)
+    _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#sample input"), 60)
+    choose("sample", samples[-1].name)
+    choose("render-size", "128")
+    browser.find_element(By.ID, "colorize").click()
+    _wait(browser, lambda d: "Colorized 1 of 1 image." in d.find_element(By.ID, "status").text)
+    link = browser.find_element(By.CSS_SELECTOR, "#downloads a[download]")
+    assert link.get_attribute("download") == f"{samples[-1].stem}-color.png"
+    with urllib.request.urlopen(link.get_attribute("href"), timeout=30) as response:
+        result = Image.open(io.BytesIO(response.read()))
+    with Image.open(samples[-1]) as sample:
+        assert result.size == sample.size
+    assert colorfulness_of(result) > 20

@@ -167,12 +167,14 @@ def colorize_files(
         except MemoryError:
             outcomes.append(Outcome(name, error=f"{name}: too large to colorize with the memory available"))
             continue
-        result = out_dir / f"{index:02d}-{stem}-color.png"
+        folder = out_dir / f"{index:02d}"  # one per file: two uploads may share a name
+        folder.mkdir()
+        result = folder / f"{stem}-color.png"
         colored.save(result)
         outcomes.append(Outcome(
             name,
-            before=_preview(gray_preview(image), out_dir / f"{index:02d}-{stem}-before.jpg"),
-            after=_preview(colored, out_dir / f"{index:02d}-{stem}-after.jpg"),
+            before=_preview(gray_preview(image), folder / f"{stem}-before.jpg"),
+            after=_preview(colored, folder / f"{stem}-after.jpg"),
             result=result,
         ))
     return outcomes
