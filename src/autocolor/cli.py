@@ -248,6 +248,20 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="colorize the bundled sample photos and write a before/after image",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("outputs"), help="output folder")
+    p.add_argument("--model", default="default", help="model folder or 'default'")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from autocolor.demo import run_demo
+
+    run_demo(args.out, args.model)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autocolor", description="Colorize grayscale photos; train and compare models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -258,11 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_colorize(sub)
     _add_export(sub)
+    _add_demo(sub)
     return parser
 
 
 COMMANDS = {"train": _run_train, "data": _run_data, "models": _run_models, "serve": _run_serve, "evaluate": _run_evaluate,
-            "colorize": _run_colorize, "export": _run_export}
+            "colorize": _run_colorize, "export": _run_export, "demo": _run_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
