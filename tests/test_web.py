@@ -158,7 +158,7 @@ def test_colorize_files_colors_good_images_and_explains_bad_ones(tmp_path):
 def test_app_queue_is_bounded(tmp_path, monkeypatch):
     from autocolor.web import WebConfig, build_app
 
-    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     config = WebConfig(models={"m": str(tmp_path)}, concurrency=2, queue_size=5, samples=[])
     demo = build_app(config, tmp_path)
     assert demo._queue.max_size == 5
@@ -267,6 +267,13 @@ def test_browser_colorizes_a_photo_and_downloads_it_full_size(server, browser, t
           f"{gray_colorfulness:.1f} -> {result_colorfulness:.1f}")
     assert gray_colorfulness < 5 and result_colorfulness > gray_colorfulness + 20
     assert "Traceback" not in browser.page_source
+
+    def kept(d) -> list[Path]:
+        return [p for p in server.tmpdir.rglob("*") if p.is_file() and p.name.startswith(photo.stem)]
+
+    assert kept(browser), "the upload and its results should exist while the tab is open"
+    browser.get("about:blank")  # the visitor closes the tab
+    _wait(browser, lambda d: not kept(d), 60)
 
 
 @pytest.mark.browser

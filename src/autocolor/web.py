@@ -188,11 +188,16 @@ def _status_text(outcomes: list[Outcome], notes: list[str]) -> str:
 
 
 def build_app(config: WebConfig, workdir: Path) -> "gr.Blocks":
-    """The demo's page, its event handlers and its bounded queue; results are written under ``workdir``.
+    """The demo's page, its event handlers and its bounded queue.
 
-    Gradio's own upload folder must already point into ``workdir`` (see :func:`serve`).
+    ``workdir`` must be Gradio's upload folder (``GRADIO_TEMP_DIR``, see :func:`serve`):
+    results written there are served in place, not copied into Gradio's cache,
+    so deleting a session's files when its tab closes leaves nothing behind.
     """
     import gradio as gr
+    from gradio.utils import get_upload_folder
+
+    assert Path(get_upload_folder()).resolve() == workdir.resolve(), "workdir must be GRADIO_TEMP_DIR"
 
     models = ModelCache(config.models, config.device)
     samples = {p.name: p for p in config.samples}
@@ -231,7 +236,7 @@ def build_app(config: WebConfig, workdir: Path) -> "gr.Blocks":
             except Exception as exc:  # a broken model folder: say which and why, keep serving
                 notes.append(f"Model {model_label!r} could not be loaded: {str(exc).splitlines()[0]}")
             else:
-                out_dir = workdir / "results" / session / uuid.uuid4().hex
+                out_dir = workdir / "results" / uuid.uuid4().hex  # never a client-chosen name
                 remember(session, [out_dir])
                 outcomes = colorize_files(
                     colorizer, files, out_dir, int(render_size), float(saturation), config.max_pixels
@@ -281,7 +286,7 @@ def serve(config: WebConfig, host: str = "127.0.0.1", port: int = 7860) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="autocolor-web-"))
     # Gradio reads these when components are built and files are served: everything it
     # stores, and everything it may serve, stays inside the app's own folder.
-    os.environ["GRADIO_TEMP_DIR"] = str(workdir / "gradio")
+    os.environ["GRADIO_TEMP_DIR"] = str(workdir)
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(workdir / "examples")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
