@@ -115,8 +115,10 @@ class OnnxChromaNet:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        # Follow torch's thread setting (the CLI's --threads), and do not spin
+        # waiting for work: spinning threads steal the cores the I/O threads need.
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         source = graph if isinstance(graph, bytes) else str(graph)
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.stride = stride
