@@ -152,3 +152,21 @@ def test_metrics_reject_non_rgb():
         psnr(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 5))
     with pytest.raises(ValueError, match="11 pixels"):
         ssim(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
+
+
+def test_ciede2000_fast_path_equals_gradient_path():
+    lab1, lab2, _ = _pairs(torch.float64)
+    with torch.no_grad():
+        fast = ciede2000(lab1, lab2)
+    careful = ciede2000(lab1.clone().requires_grad_(), lab2)
+    assert torch.equal(fast, careful.detach())
+
+
+def test_mean_ciede2000_in_chunks_equals_whole(monkeypatch):
+    gen = torch.Generator().manual_seed(4)
+    pred, true = torch.rand(2, 5, 3, 8, 8, generator=gen), torch.rand(2, 5, 3, 8, 8, generator=gen)
+    whole = mean_ciede2000(pred, true)
+    monkeypatch.setattr("autocolor.metrics._CHUNK_PIXELS", 3 * 64)  # three images at a time
+    chunked = mean_ciede2000(pred, true)
+    assert chunked.shape == (2, 5)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=0)

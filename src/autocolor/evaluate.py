@@ -43,9 +43,9 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from autocolor.checkpoint import CONFIG_NAME, atomic_write_bytes, checkpoint_candidates, load_model
-from autocolor.color import gray_to_rgb, merge_l_ab, saturate_rgb
+from autocolor.color import gray_to_rgb, merge_l_ab, rgb_to_lab, saturate_rgb
 from autocolor.data import build_splits
-from autocolor.metrics import colorfulness, mean_ciede2000, psnr, ssim
+from autocolor.metrics import colorfulness, mean_ciede2000_lab, psnr, ssim
 from autocolor.models import available_models, count_parameters
 from autocolor.predict import predict_ab, predict_rgb
 from autocolor.train import save_png
@@ -220,10 +220,12 @@ def _evaluate_size(
     main = saturations.index(1.0)
     truth_cf: list[torch.Tensor] = []
     grey_de: list[torch.Tensor] = []
+    truth_lab = torch.empty_like(rgb)  # converted once, compared with every output
     for start in range(0, len(rgb), batch_size):
-        batch_rgb, batch_gray = rgb[start : start + batch_size], gray[start : start + batch_size]
-        truth_cf.append(colorfulness(batch_rgb).cpu())
-        grey_de.append(mean_ciede2000(gray_to_rgb(batch_gray), batch_rgb).cpu())
+        batch = slice(start, start + batch_size)
+        truth_lab[batch] = rgb_to_lab(rgb[batch])
+        truth_cf.append(colorfulness(rgb[batch]).cpu())
+        grey_de.append(mean_ciede2000_lab(rgb_to_lab(gray_to_rgb(gray[batch])), truth_lab[batch]).cpu())
     truth_colorfulness = _mean(truth_cf)
     grey_ciede2000 = _mean(grey_de)
 
@@ -236,11 +238,16 @@ def _evaluate_size(
         grid_part: list[torch.Tensor] = []
         for start in range(0, len(rgb), batch_size):
             batch_rgb, batch_gray = rgb[start : start + batch_size], gray[start : start + batch_size]
+            batch_lab = truth_lab[start : start + batch_size]
             outputs = colorize_at_saturations(entry, batch_gray, size, saturations)
+            scored: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # the grey copy repeats one output
             for k, out in enumerate(outputs):
-                out = out.to(device)
-                sweep_de[k].append(mean_ciede2000(out, batch_rgb).cpu())
-                sweep_cf[k].append(colorfulness(out).cpu())
+                if id(out) not in scored:
+                    out_dev = out.to(device)
+                    de = mean_ciede2000_lab(rgb_to_lab(out_dev), batch_lab).cpu()
+                    scored[id(out)] = (de, colorfulness(out_dev).cpu())
+                sweep_de[k].append(scored[id(out)][0])
+                sweep_cf[k].append(scored[id(out)][1])
             pred = outputs[main].to(device)
             scores["psnr"].append(psnr(pred, batch_rgb).cpu())
             scores["ssim"].append(ssim(pred, batch_rgb).cpu())

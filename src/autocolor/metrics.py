@@ -32,9 +32,19 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
         raise ValueError(f"pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
 
 
+# Pixels per chunk in mean_ciede2000: its ~60 temporaries stay cache-sized.
+_CHUNK_PIXELS = 1 << 18
+
+
+def _needs_grad(x: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and x.requires_grad
+
+
 def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
-    """sqrt with a zero (not NaN) gradient at 0, where identical colors and
-    neutral grays put it."""
+    """sqrt of a non-negative tensor with a zero (not NaN) gradient at 0, where
+    identical colors and neutral grays put it; plain sqrt when no gradient is wanted."""
+    if not _needs_grad(x):
+        return x.clamp_min(0).sqrt()
     positive = x > 0
     return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), torch.zeros_like(x))
 
@@ -67,6 +77,8 @@ def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
 
 def _hue_degrees(b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """Hue angle in [0, 360) degrees; 0 for a = b = 0 (as Sharma et al. define it)."""
+    if not (_needs_grad(a) or _needs_grad(b)):
+        return torch.remainder(torch.rad2deg(torch.atan2(b, a)), 360.0)  # atan2(0, 0) = 0
     neutral = (a == 0) & (b == 0)
     angle = torch.atan2(torch.where(neutral, torch.zeros_like(b), b), torch.where(neutral, torch.ones_like(a), a))
     return torch.remainder(torch.rad2deg(angle), 360.0)
@@ -162,7 +174,25 @@ def mean_ciede2000(rgb_pred: torch.Tensor, rgb_true: torch.Tensor) -> torch.Tens
         ``(*,)`` mean delta E 2000 per image.
     """
     _check_pair(rgb_pred, rgb_true)
-    return ciede2000(rgb_to_lab(rgb_pred), rgb_to_lab(rgb_true)).flatten(-2).mean(dim=-1)
+    return mean_ciede2000_lab(rgb_to_lab(rgb_pred), rgb_to_lab(rgb_true))
+
+
+def mean_ciede2000_lab(lab_pred: torch.Tensor, lab_true: torch.Tensor) -> torch.Tensor:
+    """Mean CIEDE2000 over the pixels of each image, from Lab ``(*, 3, H, W)``.
+
+    Works through the images a few at a time, so that memory stays small on
+    large batches; returns ``(*,)``.
+    """
+    if lab_pred.shape != lab_true.shape:
+        raise ValueError(f"shapes differ: {tuple(lab_pred.shape)} vs {tuple(lab_true.shape)}")
+    pred, lead = _batched(lab_pred)
+    true, _ = _batched(lab_true)
+    step = max(1, _CHUNK_PIXELS // (pred.shape[-1] * pred.shape[-2]))
+    means = [
+        ciede2000(pred[i : i + step], true[i : i + step]).flatten(-2).mean(dim=-1)
+        for i in range(0, len(pred), step)
+    ]
+    return torch.cat(means).reshape(lead)
 
 
 def _batched(x: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
