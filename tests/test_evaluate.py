@@ -184,3 +184,10 @@ def test_cli_evaluate_refuses_untrained_architecture(folder_root, capsys):
     argv = ["evaluate", "--models", "unet-rgb", "--data", f"folder:{folder_root}", "--sizes", "32"]
     assert main(argv) == 2
     assert "untrained" in capsys.readouterr().err
+
+
+def test_shipped_weights_can_be_labelled(tmp_path, monkeypatch):
+    monkeypatch.setattr("autocolor.evaluate.shipped_weights_dir", lambda name: tmp_path / "weights" / name)
+    save_model(create_model("cae"), tmp_path / "weights" / "default")
+    entry = resolve_model("shipped=default")
+    assert entry.label == "shipped" and entry.source == str(tmp_path / "weights" / "default")

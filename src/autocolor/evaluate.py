@@ -114,7 +114,7 @@ def resolve_model(spec: str, device: torch.device | str = "cpu") -> ModelEntry:
     if location in (GREY, "gray"):
         return ModelEntry(label, None, "grey copy (gray input repeated to RGB)")
     path = Path(location).expanduser()
-    if not path.exists() and not sep and "/" not in location:
+    if not path.exists() and "/" not in location:
         shipped = shipped_weights_dir(location)
         if shipped.is_dir():
             path = shipped
@@ -365,6 +365,7 @@ def evaluate(
         "saturations": sweep,
         "colorfulness_targets": list(COLORFULNESS_TARGETS),
         "models": {e.label: e.source for e in entries},
+        "versions": _versions(),
         "definitions": DEFINITIONS,
         "results": [],
     }
@@ -385,6 +386,19 @@ def evaluate(
         atomic_write_bytes(out / "results.json", json.dumps(_json_safe(report), indent=2).encode())
         atomic_write_bytes(out / "results.md", format_markdown(report).encode())
     return report
+
+
+def _versions() -> dict[str, str]:
+    """Library versions that change the numbers, for whoever reruns this."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("autocolor", "torch", "torchvision", "torchmetrics", "kornia"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
 
 
 def _json_safe(value: Any) -> Any:
