@@ -37,6 +37,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -45,6 +46,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def model_config(model: nn.Module, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -149,6 +156,8 @@ def save_training_checkpoint(
     ``folder/checkpoints/latest`` at it and drop all but the ``keep`` newest."""
     root = folder / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".partial-*"):  # left by a run killed while saving
+        shutil.rmtree(stale, ignore_errors=True)
     final = root / f"step-{state['step']:09d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".partial-"))
     try:
