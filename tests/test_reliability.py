@@ -96,3 +96,21 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path, folder_root, 
                                         torch.optim.Adam(create_model("cae").parameters()))
     assert state["step"] == 6
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_sigterm_stops_training_with_a_checkpoint(tmp_path, folder_root):
+    cmd = _train_cmd(folder_root, tmp_path, 10_000)
+    cmd[cmd.index("--checkpoint-every") + 1] = "1000"
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "tensorboard").glob("events.*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-2000:]
+    assert "interrupted at step" in out and "continue with --resume" in out
+    step = int((tmp_path / "checkpoints" / "latest").read_text().split("-")[1])
+    assert 0 < step < 10_000
+    assert load_model(tmp_path).registry_name == "cae"

@@ -350,6 +350,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                 "step": step, "epoch": epoch, "batch_in_epoch": start_batch, "config": asdict(cfg),
             }, rng)
 
+    previous_sigterm = _stop_on_sigterm()
     started, cpu_started = time.monotonic(), time.process_time()
     bad_steps = 0
     loss_value = float("nan")
@@ -412,6 +413,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     finally:
         if bar is not None:
             bar.close()
+        if previous_sigterm is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
     result: dict[str, Any] = {
         "step": step,
@@ -453,6 +458,20 @@ def weights_spread_across_ranks(model: nn.Module) -> float:
 
 class _TimeUp(Exception):
     pass
+
+
+def _stop_on_sigterm():
+    """Make SIGTERM (kill, a scheduler's pre-emption) stop training like Ctrl-C:
+    with a checkpoint. Background jobs ignore SIGINT, so this is their way out."""
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 class _null_context:
