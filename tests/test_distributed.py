@@ -44,3 +44,34 @@ def test_two_process_training_matches_one_process(model, tmp_path, folder_root):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), k
     # Rank 0 alone wrote the logs and checkpoints.
     assert len(list((tmp_path / "ddp" / "tensorboard").glob("events.*"))) == 1
+
+
+def test_two_process_colorize_writes_each_file_once_like_one_process(tmp_path, folder_root):
+    from autocolor.checkpoint import save_model
+    from autocolor.cli import main
+    from autocolor.models import create_model
+
+    model = tmp_path / "model"
+    save_model(create_model("chroma-unet", width=16).eval(), model)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for p in sorted(folder_root.rglob("*.jpg"))[:9]:
+        (inputs / p.name).write_bytes(p.read_bytes())
+    (inputs / "broken.png").write_text("not an image")
+    assert main(["colorize", str(inputs), "-o", str(tmp_path / "single"), "--model", str(model), "--no-progress"]) == 1
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+         f"--master_port={free_port()}", "-m", "autocolor", "colorize", str(inputs), "-o", str(tmp_path / "ddp"),
+         "--model", str(model), "--no-progress"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=180)
+    assert proc.returncode != 0  # the broken file fails on one rank
+    assert "all 2 ranks: done 9, skipped 0 (already written), failed 1" in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.count("broken.png: ") == 1  # reported once, by the rank that had it
+    single = sorted(p.name for p in (tmp_path / "single").iterdir())
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == single and len(single) == 9
+    for name in single:
+        assert (tmp_path / "single" / name).read_bytes() == (tmp_path / "ddp" / name).read_bytes(), name
+    # A second run skips everything already written.
+    again = subprocess.run(proc.args, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                           timeout=180)
+    assert "all 2 ranks: done 0, skipped 9 (already written), failed 1" in again.stderr, again.stderr[-2000:]

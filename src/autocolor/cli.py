@@ -197,6 +197,7 @@ def _add_colorize(sub: argparse._SubParsersAction) -> None:
 def _run_colorize(args: argparse.Namespace) -> int:
     import torch
 
+    from autocolor.distributed import all_sum, init_distributed, shard
     from autocolor.inference import Colorizer, colorize_files, plan_jobs
 
     if args.threads > 0:
@@ -212,14 +213,26 @@ def _run_colorize(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: {args.out}: cannot create the output folder ({exc.strerror or exc})", file=sys.stderr)
         return 2
-    colorizer = Colorizer.load(args.model, device=args.device, backend=args.backend)
+    # Under torchrun each rank takes every world-th file (each done exactly once)
+    # on its own GPU; a lone process is a world of one.
+    info, device = init_distributed(args.device)
+    jobs = shard(jobs, info)
+    problems = problems if info.main else []
+    colorizer = Colorizer.load(args.model, device=str(device), backend=args.backend)
     summary = colorize_files(
         colorizer, jobs, render_size=args.render_size, saturation=args.saturation, keep_color=args.keep_color,
         overwrite=args.overwrite, max_pixels=args.max_pixels, quality=args.quality, batch_size=args.batch_size,
-        workers=args.workers, progress=not args.no_progress,
+        workers=args.workers, progress=not args.no_progress and info.main,
     )
     summary.failed[:0] = problems
-    print(summary.line(), file=sys.stderr)
+    if info.world > 1:
+        print(f"rank {info.rank}: {summary.line()}", file=sys.stderr)
+        done, skipped, failed = all_sum([summary.done, summary.skipped, len(summary.failed)], info)
+        if info.main:
+            print(f"all {info.world} ranks: done {done:.0f}, skipped {skipped:.0f} (already written), "
+                  f"failed {failed:.0f}", file=sys.stderr)
+    else:
+        print(summary.line(), file=sys.stderr)
     return 1 if summary.failed else 0
 
 

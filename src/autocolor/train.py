@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -31,6 +30,7 @@ from autocolor.checkpoint import (
 )
 from autocolor.color import gray_to_l, normalize_ab, normalize_l, rgb_to_lab
 from autocolor.data import build_splits, set_epoch
+from autocolor.distributed import init_distributed, weights_spread_across_ranks
 from autocolor.models import count_parameters, create_model
 from autocolor.predict import predict_rgb
 from autocolor.quantize import bin_counts, rebalanced_cross_entropy, rebalancing_weights
@@ -102,16 +102,6 @@ class TrainConfig:
 # ---------------------------------------------------------------- helpers
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     """Learning rate for ``step`` (0-based) of ``total``."""
     if cfg.schedule == "constant":
@@ -127,32 +117,6 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch)).tolist()
     usable = n - n % batch_size if n >= batch_size else n
     return [order[i : i + batch_size] for i in range(0, usable, batch_size)]
-
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
-    """Join the torchrun process group when launched by torchrun; else one process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return DistInfo(), pick_device(device_name)
-    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    device = pick_device(device_name)
-    if device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return info, device
 
 
 class ColorizationLoss(nn.Module):
@@ -445,15 +409,6 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     if info.world > 1:
         dist.barrier()
     return result
-
-
-def weights_spread_across_ranks(model: nn.Module) -> float:
-    """Largest difference of any parameter between ranks (0 when DDP kept them in sync)."""
-    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
-    low, high = flat.clone(), flat.clone()
-    dist.all_reduce(low, op=dist.ReduceOp.MIN)
-    dist.all_reduce(high, op=dist.ReduceOp.MAX)
-    return float((high - low).max())
 
 
 class _TimeUp(Exception):
