@@ -115,8 +115,9 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise ImageError(f"refused: over the pixel limit of {max_pixels / 1e6:g} MP, a decompression bomb? ({exc})") from exc
     except UnidentifiedImageError as exc:
         raise ImageError("not an image Pillow can identify (wrong extension, or not an image at all)") from exc
-    except (OSError, SyntaxError, ValueError, struct.error, EOFError, IndexError) as exc:
-        reason = str(exc) or type(exc).__name__
+    except (OSError, SyntaxError, ValueError, struct.error, EOFError, IndexError, Warning) as exc:
+        # Warning: Pillow warns about corrupt metadata, and ``-W error`` makes that an exception.
+        reason = " ".join(str(exc).split()) or type(exc).__name__
         if "truncated" in reason:
             raise ImageError(f"truncated file ({reason})") from exc
         raise ImageError(f"corrupt or unsupported image ({reason})") from exc
@@ -234,7 +235,7 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
         return array
     if array.dtype == np.uint16:
         return ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    return (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return (np.clip(np.nan_to_num(array), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # float TIFFs may hold NaN
 
 
 def to_uint16(array: np.ndarray) -> np.ndarray:
@@ -242,7 +243,7 @@ def to_uint16(array: np.ndarray) -> np.ndarray:
         return array
     if array.dtype == np.uint8:
         return array.astype(np.uint16) * 257
-    return (np.clip(array, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
+    return (np.clip(np.nan_to_num(array), 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
 
 
 def array_to_pil(array: np.ndarray) -> Image.Image:
