@@ -10,11 +10,6 @@ with scripts/install-browser.sh).
 from __future__ import annotations
 
 import io
-import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -23,19 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
-from autocolor.checkpoint import save_model
 from autocolor.metrics import colorfulness
-from autocolor.models import create_model
+from webserver import REPO, Server, constant_color_model, running_server
 
-REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CONSTANT_AB = (0.3, 0.3)  # normalized ab: a strong orange-red
 MAX_FILE_SIZE_MB = 2
 MAX_PIXELS = 2_000_000
 
@@ -43,16 +34,6 @@ needs_browser = pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
     reason="needs /usr/bin/chromium and /usr/bin/chromedriver (run scripts/install-browser.sh)",
 )
-
-
-def constant_color_model(folder: Path) -> Path:
-    """A small untrained chroma-unet whose output is ``CONSTANT_AB`` everywhere."""
-    model = create_model("chroma-unet", width=16, head="regression")
-    with torch.no_grad():
-        model.head.weight.zero_()
-        model.head.bias.copy_(torch.tensor(CONSTANT_AB))
-    save_model(model, folder)
-    return folder
 
 
 def colorfulness_of(image: Image.Image) -> float:
@@ -74,60 +55,16 @@ def test_photo(tmp_dir: Path) -> Path:
 test_photo.__test__ = False  # a helper, not a test
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, url: str, process: subprocess.Popen, tmpdir: Path, log: Path) -> None:
-        self.url, self.process, self.tmpdir, self.log = url, process, tmpdir, log
-
-    def get(self, path: str) -> int:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=30) as response:
-                return response.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Server:
     """``autocolor serve`` on a free loopback port, with its TMPDIR in a folder of its own
     (so the test can see that it leaves nothing behind)."""
-    root = tmp_path_factory.mktemp("web")
-    model = constant_color_model(root / "constant-orange")
-    tmpdir = root / "server-tmp"
-    tmpdir.mkdir()
-    port = free_port()
-    log = root / "server.log"
-    env = {**os.environ, "TMPDIR": str(tmpdir), "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "autocolor", "serve", "--model", str(model), "--port", str(port),
-               "--max-file-size", f"{MAX_FILE_SIZE_MB}mb", "--max-pixels", str(MAX_PIXELS)]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    srv = Server(f"http://127.0.0.1:{port}", process, tmpdir, log)
-    deadline = time.monotonic() + 120
-    while not (_port_open(port) and srv.get("/") == 200):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"server did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.5)
-    yield srv
-    process.send_signal(signal.SIGTERM)
+    options = ["--max-file-size", f"{MAX_FILE_SIZE_MB}mb", "--max-pixels", str(MAX_PIXELS)]
     try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise
-    left = list(tmpdir.iterdir())
-    assert not left, f"the server left files behind: {left}"
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        with running_server(tmp_path_factory.mktemp("web"), options) as srv:
+            yield srv
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 # ---------------------------------------------------------------- without a browser
