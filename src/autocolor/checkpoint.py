@@ -170,15 +170,23 @@ def save_training_checkpoint(
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         if final.exists():
-            shutil.rmtree(final)
+            _discard(final)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     atomic_write_bytes(root / "latest", final.name.encode())
     for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        _discard(old)
     return final
+
+
+def _discard(folder: Path) -> None:
+    """Delete a checkpoint folder so that a kill mid-way leaves no half folder
+    under a checkpoint's name: rename it out of sight first (atomic), then delete."""
+    hidden = folder.with_name(f".partial-discard-{folder.name}")
+    os.replace(folder, hidden)
+    shutil.rmtree(hidden, ignore_errors=True)
 
 
 def checkpoint_candidates(folder: Path) -> list[Path]:

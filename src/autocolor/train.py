@@ -317,7 +317,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     previous_sigterm = _stop_on_sigterm()
     started, cpu_started = time.monotonic(), time.process_time()
     bad_steps = 0
-    loss_value = float("nan")
+    loss_value: float | None = None  # None until a step has run (JSON has no NaN)
     model.train()
     try:
         while step < total_steps:
