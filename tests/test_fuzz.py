@@ -381,13 +381,12 @@ def test_float_tiff_with_nan_and_inf_colorizes_without_numpy_warnings(colorizer,
 def test_thin_strip_works_at_a_bounded_size(colorizer, workdir):
     """Found by fuzzing the pixel limit: a 1 x 2,000,000 PNG (a few kB, under every pixel
     limit) got a 16 x 362,032 working size and took 8.5 GB and 24 s; now 16 x 4,096."""
-    from autocolor.inference import bounded_working_size
     from autocolor.predict import working_size
 
-    assert bounded_working_size(1, 2_000_000, 256) == (16, 4096)
-    assert bounded_working_size(2_000_000, 1, 256) == (4096, 16)
-    for h, w in [(480, 640), (100, 1600), (3000, 4000), (1, 1)]:  # photos keep their working size
-        assert bounded_working_size(h, w, 256) == working_size(h, w, 256)
+    assert working_size(1, 2_000_000, 256) == (16, 4096)
+    assert working_size(2_000_000, 1, 256) == (4096, 16)
+    for (h, w), size in [((480, 640), (224, 288)), ((100, 1600), (64, 1024)), ((1, 1), (256, 256))]:
+        assert working_size(h, w, 256) == size  # photos: about 256**2 pixels, aspect kept
     path = workdir / "strip.png"
     Image.new("L", (1_000_000, 1), 90).save(path)
     rss = _rss_mb()

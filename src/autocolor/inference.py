@@ -150,20 +150,6 @@ def merge_to_rgb(gray: np.ndarray, ab: torch.Tensor, dtype: np.dtype) -> np.ndar
 
 
 
-def bounded_working_size(h: int, w: int, render_size: int, multiple: int = 16) -> tuple[int, int]:
-    """:func:`working_size` with the long side capped at ``render_size**2 / multiple``.
-
-    working_size never lets the short side drop below ``multiple``, so a thin
-    strip (a 1 x 2,000,000 PNG is a few kB) would otherwise get a working size of
-    16 x 362,032 and take gigabytes; capped, it costs about ``render_size**2``
-    pixels like any photo. Only such strips are affected: when the short side
-    is not clamped, the long one is under the cap already.
-    """
-    cap = max(multiple, render_size * render_size // multiple // multiple * multiple)
-    size_h, size_w = working_size(h, w, render_size, multiple)
-    return min(size_h, cap), min(size_w, cap)
-
-
 # ---------------------------------------------------------------- the colorizer
 
 
@@ -231,7 +217,7 @@ class Colorizer:
         gray = np.stack(grays)  # (B, H, W) uint16
         lightness = torch.from_numpy(_gray_tables()[0][gray]).unsqueeze(1)  # (B, 1, H, W)
         h, w = gray.shape[-2:]
-        size = bounded_working_size(h, w, render_size or DEFAULT_RENDER_SIZE, getattr(self.model, "stride", 16))
+        size = working_size(h, w, render_size or DEFAULT_RENDER_SIZE, getattr(self.model, "stride", 16))
         l_work = normalize_l(resize(lightness, size))
         if isinstance(self.model, nn.Module):
             l_work = l_work.to(self.device)

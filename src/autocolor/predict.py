@@ -19,11 +19,17 @@ DEFAULT_RENDER_SIZE = 256
 
 def working_size(h: int, w: int, render_size: int, multiple: int = 16) -> tuple[int, int]:
     """Size with about ``render_size**2`` pixels, the input's aspect ratio, and
-    both sides a multiple of ``multiple`` (never below it)."""
+    both sides a multiple of ``multiple`` (never below it).
+
+    The long side is capped at ``render_size**2 / multiple``: otherwise a thin
+    strip (a 1 x 2,000,000 PNG is a few kB) would get 16 x 362,032 and take
+    gigabytes. Photos are never near the cap.
+    """
     scale = render_size / math.sqrt(h * w)
+    cap = max(multiple, render_size * render_size // multiple // multiple * multiple)
     return (
-        max(multiple, round(h * scale / multiple) * multiple),
-        max(multiple, round(w * scale / multiple) * multiple),
+        min(cap, max(multiple, round(h * scale / multiple) * multiple)),
+        min(cap, max(multiple, round(w * scale / multiple) * multiple)),
     )
 
 
