@@ -161,6 +161,7 @@ def save_training_checkpoint(
     final = root / f"step-{state['step']:09d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".partial-"))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
         _write_model_files(model, tmp, {"train": state.get("config")})
         tensors, meta = _optimizer_tensors(optimizer)
         tensors.update({f"rng.{k}": v for k, v in rng.items()})
