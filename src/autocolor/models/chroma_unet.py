@@ -62,18 +62,24 @@ class ChromaUNet(nn.Module):
         head: "classification" (a distribution over quantized ab bins, decoded
             by the annealed mean) or "regression" (ab directly).
         temperature: annealed-mean temperature used by :meth:`predict_ab`.
+        chroma_scale: factor on the decoded ab. With ``temperature`` it sets
+            where the model sits between dull and garish; both are calibrated
+            on the validation split after training (benchmarks/tune_decoding.py).
     """
 
     predicts = "ab"
     fixed_size = None
     stride = 16  # inputs are padded to a multiple of this
 
-    def __init__(self, width: int = 64, head: str = "classification", temperature: float = 0.38) -> None:
+    def __init__(
+        self, width: int = 64, head: str = "classification", temperature: float = 0.38, chroma_scale: float = 1.0
+    ) -> None:
         super().__init__()
         if head not in ("classification", "regression"):
             raise ValueError(f"head must be 'classification' or 'regression', got {head!r}")
         self.head_kind = head
         self.temperature = temperature
+        self.chroma_scale = chroma_scale
         c1, c2, c4, c8, c16 = width // 4, width // 2, width, width * 2, width * 4
         self.stem = conv_bn_act(1, c1)
         self.down2 = conv_bn_act(c1, c2, stride=2)
@@ -104,13 +110,15 @@ class ChromaUNet(nn.Module):
     def decode(self, output: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
         """Raw output to normalized ab ``(B, 2, H/4, W/4)``."""
         if self.head_kind == "regression":
-            return output
-        return annealed_mean(output.float(), self.bins, temperature or self.temperature)
+            return output * self.chroma_scale
+        return annealed_mean(output.float(), self.bins, temperature or self.temperature) * self.chroma_scale
 
     def predict_ab(self, l_norm: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
         return self.decode(self(l_norm), temperature)
 
 
 @register_model("chroma-unet")
-def chroma_unet(width: int = 64, head: str = "classification", temperature: float = 0.38) -> ChromaUNet:
-    return ChromaUNet(width=width, head=head, temperature=temperature)
+def chroma_unet(
+    width: int = 64, head: str = "classification", temperature: float = 0.38, chroma_scale: float = 1.0
+) -> ChromaUNet:
+    return ChromaUNet(width=width, head=head, temperature=temperature, chroma_scale=chroma_scale)
