@@ -38,3 +38,17 @@ def test_chroma_unet_predicts_quarter_resolution_ab(head, channels):
     assert raw.shape[-2:] == (16, 24)
     assert ab.shape == (2, 2, 16, 24)
     assert ab.abs().max() <= 1.1  # normalized ab stays in the bins' range
+
+
+def test_chroma_decoding_knobs():
+    torch.manual_seed(0)
+    model = create_model("chroma-unet", width=16).eval()
+    x = torch.rand(1, 1, 32, 32) - 0.5
+    with torch.no_grad():
+        base = model.predict_ab(x)
+        model.chroma_scale = 0.5
+        assert torch.allclose(model.predict_ab(x), base * 0.5)
+        model.chroma_scale = 1.0
+        # Lower temperature moves the decoded ab towards the mode: further from the mean.
+        mean = model.predict_ab(x, temperature=1.0)
+        assert (model.predict_ab(x, temperature=0.2) - mean).abs().mean() > (base - mean).abs().mean() > 0
