@@ -165,3 +165,25 @@ def test_colorize_files_skips_and_reports(colorizer, tmp_path):
     assert again.done == 0 and again.skipped == 7 and len(again.failed) == 1
     redo = colorize_files(colorizer, jobs, progress=False, log=lines.append, overwrite=True, workers=0)
     assert redo.done == 7
+
+
+def test_twelve_megapixels_come_out_full_size_and_as_sharp(tmp_path):
+    """Chroma is predicted at 256 px, but lightness is the input's own: edges survive at 12 MP."""
+    model = create_model("chroma-unet", width=16, head="regression").eval()
+    with torch.no_grad():  # a strong, uniform color, so the check is about detail, not the model
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor([0.15, 0.25]))
+    save_model(model, tmp_path / "m")
+    rng = np.random.default_rng(0)
+    gray = np.kron(rng.integers(40, 220, size=(300, 400)), np.ones((10, 10))).astype(np.uint8)  # 3000x4000 blocks
+    rgb = Colorizer.load(tmp_path / "m").colorize(gray)
+    assert rgb.shape == (3000, 4000, 3) and rgb.dtype == np.uint8
+    out_l = gray_to_l(torch.from_numpy(rgb).permute(2, 0, 1).float().div(255).mul(
+        torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True))
+    in_l = gray_to_l(torch.from_numpy(gray).float().div(255).unsqueeze(0))
+
+    def edge_energy(x):
+        return (x[:, :, 1:] - x[:, :, :-1]).abs().mean() + (x[:, 1:] - x[:, :-1]).abs().mean()
+
+    assert 0.9 < float(edge_energy(out_l) / edge_energy(in_l)) < 1.1
+    assert np.abs(rgb[..., 0].astype(int) - rgb[..., 2].astype(int)).mean() > 10  # and it is colored
