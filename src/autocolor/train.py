@@ -264,7 +264,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         state = None
         for ckpt in checkpoint_candidates(out):
             try:
-                state, _rng = load_training_checkpoint(ckpt, model, optimizer)
+                state, rng = load_training_checkpoint(ckpt, model, optimizer)
+                if "torch" in rng:
+                    torch.set_rng_state(rng["torch"])
                 if info.main:
                     print(f"resuming from {ckpt} (step {state['step']})")
                 break
