@@ -62,6 +62,8 @@ def _write_model_files(model: nn.Module, folder: Path, extra: dict[str, Any] | N
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(folder / WEIGHTS_NAME))
     (folder / CONFIG_NAME).write_text(json.dumps(model_config(model, extra), indent=2))
+    for name in (WEIGHTS_NAME, CONFIG_NAME):
+        os.chmod(folder / name, 0o666 & ~_umask())  # files made inside a temporary folder may be 0600
 
 
 def save_model(model: nn.Module, folder: Path, extra: dict[str, Any] | None = None) -> None:
