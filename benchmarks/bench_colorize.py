@@ -19,7 +19,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -59,11 +58,9 @@ def model_folder(name: str, root: Path) -> Path:
 
 
 def run_case(model: str, backend: str, root: Path) -> dict:
-    import torch
 
     from autocolor.inference import Colorizer, colorize_files, plan_jobs
 
-    torch.set_num_threads(1)  # as the CLI does: the I/O threads use the other core
     colorizer = Colorizer.load(model_folder(model, root), backend=backend)
     render = None if model != "default" else 256
     result = {}
@@ -126,7 +123,7 @@ def main() -> None:
         f"`python benchmarks/bench_colorize.py` on {platform.processor() or platform.machine()}, "
         f"{len(__import__('os').sched_getaffinity(0))} cores, load average {' '.join(load)} at the end. "
         f"Folder: {FOLDER_IMAGES} gray 256x256 JPEGs; big: one 4000x3000 gray JPEG. End to end: decode, "
-        "colorize, encode (same format), atomic write; 2 I/O threads, 1 PyTorch thread; best of 3 for 12 MP.\n\n"
+        "colorize, encode (same format), atomic write; 2 I/O threads, PyTorch on all cores (the CLI's default); best of 3 for 12 MP.\n\n"
         + table + "\n"
     )
     args.out.write_text(text)

@@ -189,8 +189,9 @@ def _add_colorize(sub: argparse._SubParsersAction) -> None:
                    help="refuse larger images (decompression bombs)")
     p.add_argument("--batch-size", type=int, default=8, help="images of one size colorized together")
     p.add_argument("--workers", type=int, default=2, help="threads decoding and encoding beside the model")
-    p.add_argument("--threads", type=int, default=1,
-                   help="PyTorch intra-op threads (1 is fastest on a small shared CPU; the workers use the rest)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="PyTorch intra-op threads; 0: all cores (fastest on an idle machine; 1 is faster when "
+                        "other work shares a small CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
