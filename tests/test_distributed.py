@@ -58,11 +58,13 @@ def test_two_process_colorize_writes_each_file_once_like_one_process(tmp_path, f
     for p in sorted(folder_root.rglob("*.jpg"))[:9]:
         (inputs / p.name).write_bytes(p.read_bytes())
     (inputs / "broken.png").write_text("not an image")
-    assert main(["colorize", str(inputs), "-o", str(tmp_path / "single"), "--model", str(model), "--no-progress"]) == 1
+    # One PyTorch thread per process on both sides, so the float arithmetic is the same.
+    assert main(["colorize", str(inputs), "-o", str(tmp_path / "single"), "--model", str(model), "--no-progress",
+                 "--threads", "1"]) == 1
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
          f"--master_port={free_port()}", "-m", "autocolor", "colorize", str(inputs), "-o", str(tmp_path / "ddp"),
-         "--model", str(model), "--no-progress"],
+         "--model", str(model), "--no-progress", "--threads", "1"],
         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=180)
     assert proc.returncode != 0  # the broken file fails on one rank
     assert "all 2 ranks: done 9, skipped 0 (already written), failed 1" in proc.stderr, proc.stderr[-2000:]

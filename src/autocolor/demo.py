@@ -7,6 +7,7 @@ from pathlib import Path
 from PIL import Image
 
 from autocolor.checkpoint import atomic_write_bytes
+from autocolor.imageio import ImageError
 from autocolor.inference import Colorizer, colorize_files, plan_jobs
 
 
@@ -38,6 +39,8 @@ def run_demo(out: Path, model: str = "default", samples: Path | None = None, pro
     import io
 
     samples = samples or samples_dir()
+    if not samples.is_dir():
+        raise ImageError(f"{samples}: no sample photos here (they ship with a clone of the repository)")
     jobs, problems = plan_jobs([str(samples)], out / "samples")
     for path, reason in problems:
         print(f"{path}: {reason}")
@@ -46,7 +49,7 @@ def run_demo(out: Path, model: str = "default", samples: Path | None = None, pro
     print(summary.line())
     done = [(j.source, j.target) for j in jobs if j.target.exists()]
     if not done:
-        raise RuntimeError(f"{samples}: nothing was colorized")
+        raise ImageError(f"{samples}: nothing was colorized")
     buffer = io.BytesIO()
     before_after(done).save(buffer, format="PNG")
     target = out / "before_after.png"
