@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from autocolor.checkpoint import save_model
 from autocolor.data import CIFAR10Files
+from autocolor.models import create_model
 
 
 def synthetic_photos(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -65,3 +67,14 @@ def folder_root(tmp_path_factory) -> Path:
         target = root / ("sub" if i % 3 == 0 else ".") / f"photo{i:02d}.jpg"
         Image.fromarray(img).save(target, quality=95)
     return root
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """An untrained width-16 chroma-unet saved as a model folder (fast; for I/O behaviour)."""
+    import torch
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model")
+    save_model(create_model("chroma-unet", width=16), folder)
+    return folder

@@ -6,20 +6,9 @@ import io
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from autocolor.checkpoint import save_model
 from autocolor.cli import main
-from autocolor.models import create_model
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model")
-    save_model(create_model("chroma-unet", width=16), folder)
-    return folder
 
 
 def gradient(h: int = 40, w: int = 60) -> np.ndarray:

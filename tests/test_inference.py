@@ -19,14 +19,6 @@ from autocolor.predict import predict_rgb
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model")
-    save_model(create_model("chroma-unet", width=16), folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def colorizer(model_dir):
     return Colorizer.load(model_dir)
 
