@@ -1,7 +1,9 @@
 import pytest
 import torch
 
+from autocolor.checkpoint import load_model, save_model
 from autocolor.models import available_models, count_parameters, create_model
+from autocolor.quantize import annealed_mean
 
 
 def test_registry_lists_models_and_rejects_unknown_names():
@@ -52,3 +54,28 @@ def test_chroma_decoding_knobs():
         # Lower temperature moves the decoded ab towards the mode: further from the mean.
         mean = model.predict_ab(x, temperature=1.0)
         assert (model.predict_ab(x, temperature=0.2) - mean).abs().mean() > (base - mean).abs().mean() > 0
+
+
+def test_prior_correction_undoes_the_rebalancing_weights():
+    # Rebalanced cross-entropy drives the softmax to p * w (normalized), not p.
+    # Logits of that form must decode, with the correction, exactly as p would.
+    torch.manual_seed(0)
+    model = create_model("chroma-unet", width=16).eval()
+    q = model.bins.shape[0]
+    weights = torch.rand(q) * 5 + 0.1
+    model.class_weights.copy_(weights)
+    p_logits = torch.randn(2, q, 4, 4)
+    biased = p_logits + weights.log().view(1, -1, 1, 1)
+    expected = annealed_mean(p_logits, model.bins, model.temperature)
+    assert torch.allclose(model.decode(biased), expected, atol=1e-5)
+    model.prior_correction = 0.0  # Zhang et al.'s decoding: the weights stay in
+    assert torch.allclose(model.decode(biased), annealed_mean(biased, model.bins, model.temperature), atol=1e-5)
+    assert not torch.allclose(model.decode(biased), expected, atol=1e-3)
+
+
+def test_class_weights_are_saved_with_the_model(tmp_path):
+    model = create_model("chroma-unet", width=16)
+    model.class_weights.fill_(2.0)
+    save_model(model, tmp_path)
+    assert torch.equal(load_model(tmp_path).class_weights, torch.full_like(model.class_weights, 2.0))
+    assert not hasattr(create_model("chroma-unet", width=16, head="regression"), "class_weights")

@@ -65,6 +65,9 @@ class ChromaUNet(nn.Module):
         chroma_scale: factor on the decoded ab. With ``temperature`` it sets
             where the model sits between dull and garish; both are calibrated
             on the validation split after training (benchmarks/tune_decoding.py).
+        prior_correction: exponent on the class-rebalancing weights divided
+            out of the predicted distribution before decoding (1: fully, 0:
+            not at all, Zhang et al.'s decoding). See :meth:`decode`.
     """
 
     predicts = "ab"
@@ -72,7 +75,12 @@ class ChromaUNet(nn.Module):
     stride = 16  # inputs are padded to a multiple of this
 
     def __init__(
-        self, width: int = 64, head: str = "classification", temperature: float = 0.38, chroma_scale: float = 1.0
+        self,
+        width: int = 64,
+        head: str = "classification",
+        temperature: float = 0.38,
+        chroma_scale: float = 1.0,
+        prior_correction: float = 1.0,
     ) -> None:
         super().__init__()
         if head not in ("classification", "regression"):
@@ -80,6 +88,7 @@ class ChromaUNet(nn.Module):
         self.head_kind = head
         self.temperature = temperature
         self.chroma_scale = chroma_scale
+        self.prior_correction = prior_correction
         c1, c2, c4, c8, c16 = width // 4, width // 2, width, width * 2, width * 4
         self.stem = conv_bn_act(1, c1)
         self.down2 = conv_bn_act(c1, c2, stride=2)
@@ -95,6 +104,10 @@ class ChromaUNet(nn.Module):
         self.up4 = nn.Sequential(conv_bn_act(c8 + c4, c4), ResidualBlock(c4))
         bins = in_gamut_ab_bins()
         self.register_buffer("bins", bins, persistent=True)
+        if head == "classification":
+            # The rebalancing weights of the training loss, saved with the
+            # weights so decoding can undo them; training fills them in.
+            self.register_buffer("class_weights", torch.ones(bins.shape[0]), persistent=True)
         self.head = nn.Conv2d(c4, bins.shape[0] if head == "classification" else 2, 1)
 
     def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
@@ -108,10 +121,22 @@ class ChromaUNet(nn.Module):
         return self.head(y4)  # (B, Q or 2, H/4, W/4)
 
     def decode(self, output: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
-        """Raw output to normalized ab ``(B, 2, H/4, W/4)``."""
+        """Raw output to normalized ab ``(B, 2, H/4, W/4)``.
+
+        Rebalanced cross-entropy with weight w_q on class q drives the softmax
+        to p_q * w_q (normalized), not to the colors' probability p_q: the
+        network learns to favour rare saturated colors everywhere, which is
+        where the garish blotches of classification colorizers come from.
+        Subtracting log w from the logits gives back p (the weights' job,
+        steering the features towards rare colors, is done by then); the
+        annealed mean and ``chroma_scale`` then set the vividness.
+        """
         if self.head_kind == "regression":
             return output * self.chroma_scale
-        return annealed_mean(output.float(), self.bins, temperature or self.temperature) * self.chroma_scale
+        logits = output.float()
+        if self.prior_correction:
+            logits = logits - self.prior_correction * self.class_weights.log().view(1, -1, 1, 1)
+        return annealed_mean(logits, self.bins, temperature or self.temperature) * self.chroma_scale
 
     def predict_ab(self, l_norm: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
         return self.decode(self(l_norm), temperature)
@@ -119,6 +144,12 @@ class ChromaUNet(nn.Module):
 
 @register_model("chroma-unet")
 def chroma_unet(
-    width: int = 64, head: str = "classification", temperature: float = 0.38, chroma_scale: float = 1.0
+    width: int = 64,
+    head: str = "classification",
+    temperature: float = 0.38,
+    chroma_scale: float = 1.0,
+    prior_correction: float = 1.0,
 ) -> ChromaUNet:
-    return ChromaUNet(width=width, head=head, temperature=temperature, chroma_scale=chroma_scale)
+    return ChromaUNet(
+        width=width, head=head, temperature=temperature, chroma_scale=chroma_scale, prior_correction=prior_correction
+    )
