@@ -103,3 +103,39 @@ def test_cli_train_and_clear_error(tmp_path, cifar_root, capsys):
     assert main(["train", "--model", "cae", "--data", f"cifar10:{tmp_path / 'none'}", "--steps", "2",
                  "--out", str(tmp_path / "r2")]) == 2
     assert "CIFAR-10 not found" in capsys.readouterr().err
+
+
+def _gan_cfg(folder_root, out, steps, **extra):
+    return TrainConfig(model="chroma-unet", data=f"folder:{folder_root}", out=str(out), steps=steps, batch_size=4,
+                       image_size=32, model_kwargs={"width": 16}, checkpoint_every=3, eval_every=100,
+                       gan_weight=0.1, **extra)
+
+
+def test_gan_runs_resume_exactly_with_their_discriminator(tmp_path, folder_root):
+    train(_gan_cfg(folder_root, tmp_path / "whole", 6), progress=False)
+    ckpt = tmp_path / "whole" / "checkpoints" / "step-000000006"
+    assert (ckpt / "aux.safetensors").stat().st_size > 0
+    train(_gan_cfg(folder_root, tmp_path / "split", 6, time_limit_min=0.0), progress=False)
+    train(_gan_cfg(folder_root, tmp_path / "split", 6), resume=True, progress=False)
+    whole, split = load_model(tmp_path / "whole"), load_model(tmp_path / "split")
+    for (k, a), b in zip(whole.state_dict().items(), split.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_init_starts_from_a_trained_model(tmp_path, folder_root):
+    base = TrainConfig(model="chroma-unet", data=f"folder:{folder_root}", out=str(tmp_path / "a"), steps=3,
+                       batch_size=4, image_size=32, model_kwargs={"width": 16}, eval_every=100)
+    train(base, progress=False)
+    tuned = TrainConfig(**{**base.__dict__, "out": str(tmp_path / "b"), "init": str(tmp_path / "a"), "lr": 0.0,
+                           "steps": 1})
+    train(tuned, progress=False)
+    a, b = load_model(tmp_path / "a"), load_model(tmp_path / "b")
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(pa, pb), name  # lr 0: the parameters are the initial ones
+    assert not torch.equal(b.class_weights, torch.ones_like(b.class_weights))  # set from the data
+    with pytest.raises(TrainingError, match="init: .*not a cae"):
+        train(TrainConfig(model="cae", data=f"folder:{folder_root}", out=str(tmp_path / "c"), steps=1,
+                          init=str(tmp_path / "a")), progress=False)
+    with pytest.raises(TrainingError, match="gan_weight needs a chroma model"):
+        train(TrainConfig(model="cae", data=f"folder:{folder_root}", out=str(tmp_path / "d"), steps=1,
+                          gan_weight=0.1), progress=False)

@@ -25,6 +25,7 @@ from autocolor.models import create_model
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 OPTIMIZER_NAME = "optimizer.safetensors"
+AUX_NAME = "aux.safetensors"  # other modules a run trains beside the model (a GAN's discriminator)
 STATE_NAME = "state.json"
 
 
@@ -153,9 +154,14 @@ def save_training_checkpoint(
     state: dict[str, Any],
     rng: dict[str, torch.Tensor],
     keep: int = 2,
+    aux: dict[str, nn.Module | torch.optim.Optimizer] | None = None,
 ) -> Path:
     """Write ``folder/checkpoints/step-NNNNNNN`` whole or not at all, then point
-    ``folder/checkpoints/latest`` at it and drop all but the ``keep`` newest."""
+    ``folder/checkpoints/latest`` at it and drop all but the ``keep`` newest.
+
+    ``aux`` names further modules and optimizers to save (in ``aux.safetensors``),
+    restored by :func:`load_training_checkpoint` given the same names.
+    """
     root = folder / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(".partial-*"):  # left by a run killed while saving
@@ -168,7 +174,11 @@ def save_training_checkpoint(
         tensors, meta = _optimizer_tensors(optimizer)
         tensors.update({f"rng.{k}": v for k, v in rng.items()})
         save_file(tensors, str(tmp / OPTIMIZER_NAME))
-        (tmp / STATE_NAME).write_text(json.dumps({**state, "optimizer": meta}, indent=1))
+        aux_meta = {}
+        if aux:
+            aux_tensors, aux_meta = _aux_tensors(aux)
+            save_file(aux_tensors, str(tmp / AUX_NAME))
+        (tmp / STATE_NAME).write_text(json.dumps({**state, "optimizer": meta, "aux": aux_meta}, indent=1))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -182,6 +192,28 @@ def save_training_checkpoint(
     for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
         _discard(old)
     return final
+
+
+def _aux_tensors(aux: dict[str, nn.Module | torch.optim.Optimizer]) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {}
+    for name, obj in aux.items():
+        if isinstance(obj, torch.optim.Optimizer):
+            opt_tensors, meta[name] = _optimizer_tensors(obj)
+            tensors.update({f"{name}.{k}": v for k, v in opt_tensors.items()})
+        else:
+            tensors.update({f"{name}.{k}": v.detach().cpu().contiguous() for k, v in obj.state_dict().items()})
+    return tensors, meta
+
+
+def _restore_aux(aux: dict[str, nn.Module | torch.optim.Optimizer], tensors: dict[str, torch.Tensor], meta: dict):
+    for name, obj in aux.items():
+        prefix = f"{name}."
+        own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if isinstance(obj, torch.optim.Optimizer):
+            _restore_optimizer(obj, own, meta[name])
+        else:
+            obj.load_state_dict(own)
 
 
 def _discard(folder: Path) -> None:
@@ -206,18 +238,24 @@ def checkpoint_candidates(folder: Path) -> list[Path]:
 
 
 def load_training_checkpoint(
-    ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+    ckpt: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    aux: dict[str, nn.Module | torch.optim.Optimizer] | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Restore model and optimizer from ``ckpt``; return (state, rng tensors)."""
+    """Restore model, optimizer (and ``aux``) from ``ckpt``; return (state, rng tensors)."""
     try:
         state = json.loads((ckpt / STATE_NAME).read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{ckpt / STATE_NAME}: unreadable ({exc})") from exc
     weights = read_weights(ckpt / WEIGHTS_NAME)
     tensors = read_weights(ckpt / OPTIMIZER_NAME)
+    aux_tensors = read_weights(ckpt / AUX_NAME) if aux else {}
     try:
         model.load_state_dict(weights)
         _restore_optimizer(optimizer, tensors, state["optimizer"])
+        if aux:
+            _restore_aux(aux, aux_tensors, state.get("aux", {}))
     except (RuntimeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"{ckpt}: does not fit this model/optimizer ({exc})") from exc
     rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}

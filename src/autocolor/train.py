@@ -20,10 +20,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from autocolor import adversarial
 from autocolor.checkpoint import (
     CheckpointError,
     atomic_write_bytes,
     checkpoint_candidates,
+    load_model,
     load_training_checkpoint,
     save_model,
     save_training_checkpoint,
@@ -65,6 +67,8 @@ class TrainConfig:
     schedule: str = "constant"  # or "cosine": warm up, then decay to 5% of lr
     warmup_steps: int = 0
     rebalance_mix: float = 0.5  # lambda in Zhang et al.'s class rebalancing
+    gan_weight: float = 0.0  # weight of the PatchGAN term on ab (chroma models); 0: off
+    init: str | None = None  # model folder whose weights start the run (fine-tuning: fresh optimizer)
     seed: int = 0
     split: str = "random"  # cifar10 only: "random" 80/20 of all 60k, or "official"
     download: bool = False
@@ -91,6 +95,8 @@ class TrainConfig:
             raise TrainingError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSSES)}")
         if cfg.schedule not in ("constant", "cosine"):
             raise TrainingError(f"unknown schedule {cfg.schedule!r}")
+        if cfg.gan_weight < 0:
+            raise TrainingError(f"gan_weight must be 0 (off) or positive, got {cfg.gan_weight}")
         return cfg
 
     @classmethod
@@ -135,16 +141,20 @@ class ColorizationLoss(nn.Module):
         self.kind = kind
         self.weights = weights
 
-    def forward(self, model: nn.Module, rgb: torch.Tensor, gray: torch.Tensor) -> torch.Tensor:
+    def forward(self, model: nn.Module, rgb: torch.Tensor, gray: torch.Tensor, with_output: bool = False):
+        """The loss; with ``with_output`` (ab models), also the raw output and
+        the true ab in Lab units, for an adversarial term on top."""
         if self.kind == "mse":
             return F.mse_loss(model(gray).float(), rgb)
         ab = rgb_to_lab(rgb)[:, 1:]  # (B, 2, H, W) in Lab units
         out = model(normalize_l(gray_to_l(gray)))
         if self.kind == "ce":
             unwrapped = model.module if hasattr(model, "module") else model
-            return rebalanced_cross_entropy(out, ab, unwrapped.bins, self.weights.to(out.device))
-        target = F.adaptive_avg_pool2d(normalize_ab(ab), out.shape[-2:])
-        return F.smooth_l1_loss(out.float(), target, beta=0.1)
+            loss = rebalanced_cross_entropy(out, ab, unwrapped.bins, self.weights.to(out.device))
+        else:
+            target = F.adaptive_avg_pool2d(normalize_ab(ab), out.shape[-2:])
+            loss = F.smooth_l1_loss(out.float(), target, beta=0.1)
+        return (loss, out, ab) if with_output else loss
 
 
 def estimate_rebalancing(dataset: Dataset, model: nn.Module, mix: float, samples: int = 512) -> torch.Tensor:
@@ -241,6 +251,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     model = create_model(cfg.model, **cfg.model_kwargs)
     if model.fixed_size is not None and cfg.image_size != model.fixed_size:
         raise TrainingError(f"{cfg.model} takes {model.fixed_size}px images, not {cfg.image_size}px")
+    if cfg.gan_weight and model.predicts != "ab":
+        raise TrainingError(f"gan_weight needs a chroma model (predicts ab); {cfg.model} predicts RGB")
+    if cfg.init:
+        _init_from(model, Path(cfg.init))
     if cfg.batch_size % info.world:
         raise TrainingError(f"batch size {cfg.batch_size} does not split over {info.world} processes")
     n_train = len(splits.train)
@@ -253,18 +267,25 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     weights = None
     if cfg.loss == "ce":
         weights = estimate_rebalancing(splits.train, model, cfg.rebalance_mix)
+        model.class_weights.copy_(weights)  # saved with the weights: decoding divides them out
     loss_fn = ColorizationLoss(cfg.loss, model, weights)
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    disc = disc_optimizer = None
+    aux: dict[str, Any] = {}
+    if cfg.gan_weight:
+        disc = adversarial.PatchDiscriminator().to(device)
+        disc_optimizer = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        aux = {"discriminator": disc, "discriminator_optimizer": disc_optimizer}
 
     step, start_batch, epoch = 0, 0, 0
     if resume:
         state = None
         for ckpt in checkpoint_candidates(out):
             try:
-                state, rng = load_training_checkpoint(ckpt, model, optimizer)
+                state, rng = load_training_checkpoint(ckpt, model, optimizer, aux)
                 if "torch" in rng:
                     torch.set_rng_state(rng["torch"])
                 if info.main:
@@ -287,6 +308,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
         ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    ddp_disc = disc
+    if disc is not None and info.world > 1:
+        ddp_disc = nn.parallel.DistributedDataParallel(disc, device_ids=[device.index] if device.type == "cuda" else None)
 
     writer = None
     if info.main:
@@ -314,7 +338,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             rng = {"torch": torch.get_rng_state()}
             save_training_checkpoint(out, model, optimizer, {
                 "step": step, "epoch": epoch, "batch_in_epoch": start_batch, "config": asdict(cfg),
-            }, rng)
+            }, rng, aux=aux)
 
     previous_sigterm = _stop_on_sigterm()
     started, cpu_started = time.monotonic(), time.process_time()
@@ -335,8 +359,19 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step, total_steps, cfg)
                 rgb, gray = rgb.to(device, non_blocking=True), gray.to(device, non_blocking=True)
+                adv_value = None
                 with autocast:
-                    loss = loss_fn(ddp_model, rgb, gray)
+                    if disc is None:
+                        loss = loss_fn(ddp_model, rgb, gray)
+                    else:
+                        loss, raw, ab_true = loss_fn(ddp_model, rgb, gray, with_output=True)
+                        l_small, ab_real = adversarial.discriminator_inputs(
+                            normalize_l(gray_to_l(gray)), ab_true, raw.shape[-2:])
+                        ab_fake = model.decode(raw)
+                        adversarial.set_requires_grad(disc, False)
+                        adv = adversarial.generator_loss(disc, l_small, ab_fake)
+                        adv_value = adv.item()
+                        loss = loss + cfg.gan_weight * adv
                 optimizer.zero_grad(set_to_none=True)
                 if not torch.isfinite(loss):
                     bad_steps += 1
@@ -350,6 +385,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                 bad_steps = 0
                 loss.backward()
                 optimizer.step()
+                if disc is not None:
+                    adversarial.set_requires_grad(disc, True)
+                    with autocast:
+                        d_loss = adversarial.discriminator_loss(ddp_disc, l_small, ab_real, ab_fake)
+                    for group in disc_optimizer.param_groups:
+                        group["lr"] = lr_at(step, total_steps, cfg)
+                    disc_optimizer.zero_grad(set_to_none=True)
+                    d_loss.backward()
+                    disc_optimizer.step()
                 step += 1
                 start_batch += 1
                 loss_value = loss.item()
@@ -359,6 +403,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
                 if writer is not None and step % cfg.log_every == 0:
                     writer.add_scalar("train/loss", loss_value, step)
                     writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+                    if adv_value is not None:
+                        writer.add_scalar("train/gan_generator", adv_value, step)
+                        writer.add_scalar("train/gan_discriminator", d_loss.item(), step)
                 if info.main and (step % cfg.eval_every == 0 or step == total_steps):
                     _report(model, val_loader, grid_batch, device, cfg, writer, out, step)
                     model.train()
@@ -411,6 +458,20 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     if info.world > 1:
         dist.barrier()
     return result
+
+
+def _init_from(model: nn.Module, folder: Path) -> None:
+    """Start from a trained model's weights (same architecture and size)."""
+    try:
+        source = load_model(folder)
+    except CheckpointError as exc:
+        raise TrainingError(f"init: {exc}") from exc
+    if source.registry_name != model.registry_name:
+        raise TrainingError(f"init: {folder} holds a {source.registry_name}, not a {model.registry_name}")
+    try:
+        model.load_state_dict(source.state_dict())
+    except RuntimeError as exc:
+        raise TrainingError(f"init: {folder} does not fit {model.registry_name} {model.registry_kwargs} ({exc})") from exc
 
 
 class _TimeUp(Exception):
