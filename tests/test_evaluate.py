@@ -62,7 +62,8 @@ def test_every_size_has_every_model(report):
         for row in result["models"]:
             assert [p["saturation"] for p in row["sweep"]] == [0.0, 0.5, 0.75, 1.0, 1.25, 1.5]
             assert row["ciede2000"] == row["sweep"][3]["ciede2000"]
-            assert set(row["ciede2000_at_colorfulness"]) == {"0.8", "1"}
+            assert set(row["ciede2000_at_colorfulness"]) == set(row["psnr_at_colorfulness"]) == {"0.7", "0.85", "1"}
+            assert row["psnr"] == row["sweep"][3]["psnr"]
     chroma = _rows(results["results"][0])["chroma"]
     assert chroma["kind"] == "ab" and chroma["parameters"] == sum(
         p.numel() for p in create_model("chroma-unet", width=16).parameters()
@@ -76,7 +77,7 @@ def test_grey_copy_is_the_baseline(report, folder_root):
         assert grey["colorfulness"] == 0.0 and grey["colorfulness_ratio"] == 0.0
         assert grey["parameters"] == 0
         assert grey["ciede2000_vs_grey"] == pytest.approx(1.0)
-        assert grey["ciede2000_at_colorfulness"] == {"0.8": None, "1": None}
+        assert grey["ciede2000_at_colorfulness"] == {"0.7": None, "0.85": None, "1": None}
         assert {p["ciede2000"] for p in grey["sweep"]} == {grey["ciede2000"]}
         # Recompute independently: the same seeded images, gray repeated to RGB.
         dataset = build_splits(f"folder:{folder_root}", result["size"], seed=0).test
@@ -104,7 +105,7 @@ def test_files_written(report):
     lines = markdown.splitlines()
     for label in ("grey", "chroma", "cae"):
         rows = [line for line in lines if line.startswith(f"| {label} |")]
-        assert len(rows) == 2 * len(SIZES)  # metrics and trade-off tables
+        assert len(rows) == 3 * len(SIZES)  # metrics, trade-off and equal-colorfulness tables
     assert "SSIM (RGB)" in markdown and "mean over images" in markdown
 
     def no_nan(token):

@@ -53,7 +53,7 @@ from autocolor.train import save_png
 GREY = "grey"
 DEFAULT_SIZES = (32, 256)
 DEFAULT_SATURATIONS = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5)
-COLORFULNESS_TARGETS = (0.8, 1.0)
+COLORFULNESS_TARGETS = (0.7, 0.85, 1.0)  # the issue's band starts at 0.7, its stretch band at 0.85
 MIN_SIZE = 16  # SSIM's 11-pixel window and the chroma models' stride of 16
 
 DEFINITIONS = {
@@ -67,6 +67,8 @@ DEFINITIONS = {
     "saturation": "factor on the predicted ab (predict_rgb's saturation argument); 1 = as the model predicts",
     "ciede2000_at_colorfulness": "CIEDE2000 interpolated linearly along the saturation sweep at that colorfulness "
     "ratio; null where the sweep does not reach it",
+    "psnr_at_colorfulness": "PSNR interpolated the same way: PSNR falls as color is added, so models are compared "
+    "at equal colorfulness",
 }
 
 
@@ -235,32 +237,35 @@ def _evaluate_size(
         scores: dict[str, list[torch.Tensor]] = {"psnr": [], "ssim": []}
         sweep_de: list[list[torch.Tensor]] = [[] for _ in saturations]
         sweep_cf: list[list[torch.Tensor]] = [[] for _ in saturations]
+        sweep_psnr: list[list[torch.Tensor]] = [[] for _ in saturations]
         grid_part: list[torch.Tensor] = []
         for start in range(0, len(rgb), batch_size):
             batch_rgb, batch_gray = rgb[start : start + batch_size], gray[start : start + batch_size]
             batch_lab = truth_lab[start : start + batch_size]
             outputs = colorize_at_saturations(entry, batch_gray, size, saturations)
-            scored: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # the grey copy repeats one output
+            scored: dict[int, tuple[torch.Tensor, ...]] = {}  # the grey copy repeats one output
             for k, out in enumerate(outputs):
                 if id(out) not in scored:
                     out_dev = out.to(device)
                     de = mean_ciede2000_lab(rgb_to_lab(out_dev), batch_lab).cpu()
-                    scored[id(out)] = (de, colorfulness(out_dev).cpu())
+                    scored[id(out)] = (de, colorfulness(out_dev).cpu(), psnr(out_dev, batch_rgb).cpu())
                 sweep_de[k].append(scored[id(out)][0])
                 sweep_cf[k].append(scored[id(out)][1])
+                sweep_psnr[k].append(scored[id(out)][2])
             pred = outputs[main].to(device)
-            scores["psnr"].append(psnr(pred, batch_rgb).cpu())
+            scores["psnr"].append(sweep_psnr[main][-1])
             scores["ssim"].append(ssim(pred, batch_rgb).cpu())
             if start < grid_rows:
                 grid_part.append(pred[: grid_rows - start].cpu())
         columns.append(torch.cat(grid_part))
 
         sweep = []
-        for s, de, cf in zip(saturations, sweep_de, sweep_cf):
+        for s, de, cf, ps in zip(saturations, sweep_de, sweep_cf, sweep_psnr):
             cf_mean = _mean(cf)
             sweep.append(
                 {
                     "saturation": s,
+                    "psnr": _mean(ps),
                     "ciede2000": _mean(de),
                     "colorfulness": cf_mean,
                     "colorfulness_ratio": cf_mean / truth_colorfulness if truth_colorfulness > 0 else math.nan,
@@ -269,6 +274,7 @@ def _evaluate_size(
         ratios = [p["colorfulness_ratio"] for p in sweep]
         errors = [p["ciede2000"] for p in sweep]
         at_cf = {f"{t:g}": interpolate_at(ratios, errors, t) for t in COLORFULNESS_TARGETS}
+        psnr_at_cf = {f"{t:g}": interpolate_at(ratios, [p["psnr"] for p in sweep], t) for t in COLORFULNESS_TARGETS}
         de_main = sweep[main]["ciede2000"]
         rows.append(
             {
@@ -287,6 +293,7 @@ def _evaluate_size(
                 "ciede2000_at_colorfulness_vs_grey": {
                     k: (v / grey_ciede2000 if v is not None and grey_ciede2000 > 0 else None) for k, v in at_cf.items()
                 },
+                "psnr_at_colorfulness": psnr_at_cf,
             }
         )
     columns.append(rgb[:grid_rows].cpu())
@@ -459,16 +466,25 @@ def format_markdown(report: dict[str, Any]) -> str:
             "",
             "| model | "
             + " | ".join(f"s={s:g}" for s in sats)
-            + " | "
-            + " | ".join(f"CIEDE2000 at colorfulness {t} (x grey)" for t in targets)
             + " |",
-            "|---|" + "---:|" * (len(sats) + len(targets)),
+            "|---|" + "---:|" * len(sats),
         ]
         for row in result["models"]:
             cells = [f"{_fmt(p['ciede2000'], 3)} / {_fmt(p['colorfulness_ratio'], 3)}" for p in row["sweep"]]
+            lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            f"### At equal colorfulness, {size} px: CIEDE2000 (x grey) and PSNR along each model's sweep",
+            "",
+            "| model | " + " | ".join(f"colorfulness {t}" for t in targets) + " |",
+            "|---|" + "---:|" * len(targets),
+        ]
+        for row in result["models"]:
+            cells = []
             for t in targets:
                 value, ratio = row["ciede2000_at_colorfulness"][t], row["ciede2000_at_colorfulness_vs_grey"][t]
-                cells.append("unreachable" if value is None else f"{value:.3f} ({_fmt(ratio, 3)}x)")
+                cells.append("unreachable" if value is None else
+                             f"{value:.3f} ({_fmt(ratio, 3)}x), {_fmt(row['psnr_at_colorfulness'][t])} dB")
             lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
         columns = " | ".join(["gray", *(row["label"] for row in result["models"]), "truth"])
         lines += ["", f"Grid `grid_{size}.png`: columns {columns}; one row per image (the first of the sample)."]
