@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from autocolor.color import AB_SCALE
@@ -57,3 +58,22 @@ def test_cross_entropy_prefers_the_right_color():
     wrong = soft_encode(-ab, bins).log().clamp_min(-20) * 5
     assert rebalanced_cross_entropy(right, ab, bins, w) < rebalanced_cross_entropy(wrong, ab, bins, w)
     assert bin_counts(ab, bins).sum() == 16
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_annealed_mean_is_the_expectation_under_the_tempered_softmax(grad):
+    torch.manual_seed(0)
+    bins = in_gamut_ab_bins()
+    logits = (torch.randn(2, bins.shape[0], 3, 5) * 4).requires_grad_(grad)
+    log_prior = torch.randn(bins.shape[0])
+    kept = logits.detach().clone()
+    for t, prior in ((1.0, None), (0.38, None), (0.5, log_prior)):
+        shifted = logits if prior is None else logits - prior.view(1, -1, 1, 1)
+        probs = torch.softmax(shifted / t, dim=1)
+        expected = torch.einsum("bqhw,qc->bchw", probs, bins) / AB_SCALE
+        got = annealed_mean(logits, bins, t, prior)
+        assert torch.allclose(got, expected, atol=1e-5)
+        assert torch.equal(logits.detach(), kept)  # the input is never changed in place
+    if grad:
+        got.sum().backward()
+        assert logits.grad is not None and logits.grad.abs().sum() > 0

@@ -94,12 +94,25 @@ def rebalanced_cross_entropy(
     return (ce * pixel_w).mean()
 
 
-def annealed_mean(logits: torch.Tensor, bins: torch.Tensor, temperature: float) -> torch.Tensor:
+def annealed_mean(
+    logits: torch.Tensor, bins: torch.Tensor, temperature: float, log_prior: torch.Tensor | None = None
+) -> torch.Tensor:
     """Decode ``(B, Q, h, w)`` logits to normalized ab ``(B, 2, h, w)``.
 
     temperature 1 gives the mean of the distribution, towards 0 its mode;
-    Zhang et al. use 0.38.
+    Zhang et al. use 0.38. ``log_prior`` ``(Q,)``, if given, is subtracted
+    from the logits first.
     """
-    probs = torch.softmax(logits / temperature, dim=1)
-    ab = torch.einsum("bqhw,qc->bchw", probs, bins.to(probs.dtype))
-    return ab / AB_SCALE
+    # Each pass over (B, Q, h, w) costs as much as the network's head, so the
+    # shift and scale are one pass and, without autograd, the rest is in place.
+    if log_prior is None:
+        z = logits / temperature
+    else:
+        z = torch.add(log_prior.view(1, -1, 1, 1).to(logits.dtype) / -temperature, logits, alpha=1 / temperature)
+    peak = z.amax(dim=1, keepdim=True)
+    weights = torch.exp(z - peak) if z.requires_grad else z.sub_(peak).exp_()  # the softmax's numerator
+    # One 1x1 convolution gives the bin-weighted sums of a and b and the
+    # normalizer together: cheaper than softmax then einsum, on CPU and in ONNX.
+    kernel = torch.cat([bins.T, torch.ones(1, bins.shape[0], dtype=bins.dtype, device=bins.device)])
+    sums = torch.nn.functional.conv2d(weights, kernel.to(weights.dtype)[:, :, None, None])
+    return sums[:, :2] / sums[:, 2:] / AB_SCALE

@@ -133,10 +133,8 @@ class ChromaUNet(nn.Module):
         """
         if self.head_kind == "regression":
             return output * self.chroma_scale
-        logits = output.float()
-        if self.prior_correction:
-            logits = logits - self.prior_correction * self.class_weights.log().view(1, -1, 1, 1)
-        return annealed_mean(logits, self.bins, temperature or self.temperature) * self.chroma_scale
+        log_prior = self.prior_correction * self.class_weights.log() if self.prior_correction else None
+        return annealed_mean(output.float(), self.bins, temperature or self.temperature, log_prior) * self.chroma_scale
 
     def predict_ab(self, l_norm: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
         return self.decode(self(l_norm), temperature)
