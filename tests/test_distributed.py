@@ -46,6 +46,17 @@ def test_two_process_training_matches_one_process(model, tmp_path, folder_root):
     assert len(list((tmp_path / "ddp" / "tensorboard").glob("events.*"))) == 1
 
 
+def test_two_process_gan_training_keeps_ranks_in_step(tmp_path, folder_root):
+    # The PatchGAN term under DDP: the colorizer's adversarial gradient goes
+    # through a frozen plain discriminator, the discriminator's own step through
+    # its DDP wrapper; both must leave the ranks with identical weights.
+    proc = torchrun(2, "train", "--model", "chroma-unet", "--model-arg", "width=16", "--data", f"folder:{folder_root}",
+                    "--steps", "3", "--batch-size", "8", "--image-size", "32", "--gan-weight", "0.1",
+                    "--checkpoint-every", "3", "--eval-every", "100", "--out", str(tmp_path / "gan"), "--no-progress")
+    assert "weights identical across 2 ranks: True" in proc.stdout
+    assert (tmp_path / "gan" / "checkpoints" / "step-000000003" / "aux.safetensors").is_file()
+
+
 def test_two_process_colorize_writes_each_file_once_like_one_process(tmp_path, folder_root):
     from autocolor.checkpoint import save_model
     from autocolor.cli import main
