@@ -19,11 +19,10 @@ colors are as saturated as the truth's, and CIEDE2000 grows with saturation).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
-from autocolor.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
+from autocolor.checkpoint import save_variant
 from autocolor.evaluate import evaluate
 
 
@@ -37,16 +36,12 @@ def main() -> None:
     parser.add_argument("--split", default="val", help="val (never tune on test)")
     parser.add_argument("--target-colorfulness", type=float, default=0.85, help="see the rule above")
     args = parser.parse_args()
-    config = read_config(args.model)
     specs = ["grey"]
     with tempfile.TemporaryDirectory() as tmp:
         for t in (float(x) for x in args.temperatures.split(",")):
             for scale in (float(x) for x in args.scales.split(",")):
                 folder = Path(tmp) / f"T{t:g}-s{scale:g}"
-                folder.mkdir()
-                (folder / WEIGHTS_NAME).symlink_to((args.model / WEIGHTS_NAME).resolve())
-                kwargs = {**config.get("kwargs", {}), "temperature": t, "chroma_scale": scale}
-                (folder / CONFIG_NAME).write_text(json.dumps({**config, "kwargs": kwargs}))
+                save_variant(args.model, folder, link=True, temperature=t, chroma_scale=scale)
                 specs.append(f"T{t:g}-s{scale:g}={folder}")
         report = evaluate(specs, args.data, sizes=(args.size,), n=None, split=args.split,
                           saturations=[0.5, 0.75, 1.0, 1.25, 1.5])

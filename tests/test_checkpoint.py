@@ -10,6 +10,7 @@ from autocolor.checkpoint import (
     load_training_checkpoint,
     save_model,
     save_training_checkpoint,
+    save_variant,
 )
 from autocolor.models import create_model
 
@@ -73,3 +74,17 @@ def test_training_checkpoint_restores_optimizer_exactly_and_keeps_two(tmp_path):
     _step(fresh, fresh_opt)
     for a, b in zip(model.parameters(), fresh.parameters()):
         assert torch.equal(a, b)
+
+
+def test_variant_shares_weights_and_changes_only_the_settings(tmp_path):
+    model = create_model("chroma-unet", width=16)
+    model.class_weights.uniform_(0.5, 2.0)
+    save_model(model, tmp_path / "base")
+    save_variant(tmp_path / "base", tmp_path / "zhang", prior_correction=0.0, temperature=0.2)
+    variant = load_model(tmp_path / "zhang")
+    assert (variant.prior_correction, variant.temperature, variant.registry_kwargs["width"]) == (0.0, 0.2, 16)
+    for (name, a), b in zip(model.state_dict().items(), variant.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(CheckpointError, match="does not take"):
+        save_variant(tmp_path / "base", tmp_path / "bad", no_such_setting=1)
+    assert not (tmp_path / "bad").exists()  # checked before anything is written

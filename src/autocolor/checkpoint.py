@@ -117,6 +117,32 @@ def load_model(folder: Path, **overrides: Any) -> nn.Module:
     return model
 
 
+def save_variant(source: Path, target: Path, link: bool = False, **kwargs: Any) -> None:
+    """Write a model folder with ``source``'s weights and its model kwargs
+    updated by ``kwargs`` (decoding settings such as ``temperature``,
+    ``chroma_scale`` or ``prior_correction``): one trained network, another
+    way of using it. The kwargs are checked before anything is written;
+    ``link`` symlinks the weights instead of copying them.
+    """
+    source, target = Path(source), Path(target)
+    config = read_config(source)
+    merged = {**config.get("kwargs", {}), **kwargs}
+    try:
+        create_model(config["model"], **merged)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: {config['model']} does not take {kwargs} ({exc})") from exc
+    weights = source / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: missing")
+    target.mkdir(parents=True, exist_ok=True)
+    if link:
+        (target / WEIGHTS_NAME).unlink(missing_ok=True)
+        (target / WEIGHTS_NAME).symlink_to(weights.resolve())
+    else:
+        atomic_write_bytes(target / WEIGHTS_NAME, weights.read_bytes())
+    atomic_write_bytes(target / CONFIG_NAME, json.dumps({**config, "kwargs": merged}, indent=2).encode())
+
+
 # ---------------------------------------------------------------- training checkpoints
 
 
