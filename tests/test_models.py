@@ -79,3 +79,14 @@ def test_class_weights_are_saved_with_the_model(tmp_path):
     save_model(model, tmp_path)
     assert torch.equal(load_model(tmp_path).class_weights, torch.full_like(model.class_weights, 2.0))
     assert not hasattr(create_model("chroma-unet", width=16, head="regression"), "class_weights")
+
+
+def test_models_saved_without_class_weights_still_load(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = create_model("chroma-unet", width=16)
+    save_model(model, tmp_path)
+    state = load_file(str(tmp_path / "model.safetensors"))
+    del state["class_weights"]  # as written before the weights were stored
+    save_file(state, str(tmp_path / "model.safetensors"))
+    assert torch.equal(load_model(tmp_path).class_weights, torch.ones_like(model.class_weights))

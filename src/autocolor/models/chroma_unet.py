@@ -110,6 +110,14 @@ class ChromaUNet(nn.Module):
             self.register_buffer("class_weights", torch.ones(bins.shape[0]), persistent=True)
         self.head = nn.Conv2d(c4, bins.shape[0] if head == "classification" else 2, 1)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "class_weights"
+        if self.head_kind == "classification" and key not in state_dict:
+            # Saved before the weights were stored: nothing to divide out, the
+            # model decodes as it always did.
+            state_dict[key] = torch.ones_like(self.class_weights)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
         h, w = l_norm.shape[-2:]
         assert h % self.stride == 0 and w % self.stride == 0, f"input size must be a multiple of {self.stride}"
