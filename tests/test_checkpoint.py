@@ -10,16 +10,18 @@ from autocolor.checkpoint import (
     load_training_checkpoint,
     save_model,
     save_training_checkpoint,
-    save_variant,
+    save_decoding,
 )
 from autocolor.models import create_model
+from autocolor.quantize import Decoding
 
 
 def test_model_round_trip_is_bit_exact(tmp_path):
-    model = create_model("chroma-unet", width=16, temperature=0.5)
+    model = create_model("chroma-unet", width=16)
+    model.decoding = Decoding(temperature=0.5)
     save_model(model, tmp_path)
     loaded = load_model(tmp_path)
-    assert loaded.temperature == 0.5
+    assert loaded.decoding == Decoding(temperature=0.5)
     for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), k
     assert json.loads((tmp_path / "config.json").read_text())["model"] == "chroma-unet"
@@ -76,15 +78,18 @@ def test_training_checkpoint_restores_optimizer_exactly_and_keeps_two(tmp_path):
         assert torch.equal(a, b)
 
 
-def test_variant_shares_weights_and_changes_only_the_settings(tmp_path):
+def test_saving_a_decoding_changes_only_the_decoding(tmp_path):
     model = create_model("chroma-unet", width=16)
     model.class_weights.uniform_(0.5, 2.0)
-    save_model(model, tmp_path / "base")
-    save_variant(tmp_path / "base", tmp_path / "zhang", prior_correction=0.0, temperature=0.2)
-    variant = load_model(tmp_path / "zhang")
-    assert (variant.prior_correction, variant.temperature, variant.registry_kwargs["width"]) == (0.0, 0.2, 16)
-    for (name, a), b in zip(model.state_dict().items(), variant.state_dict().values()):
-        assert torch.equal(a, b), name
-    with pytest.raises(CheckpointError, match="does not take"):
-        save_variant(tmp_path / "base", tmp_path / "bad", no_such_setting=1)
-    assert not (tmp_path / "bad").exists()  # checked before anything is written
+    save_model(model, tmp_path)
+    weights = (tmp_path / "model.safetensors").read_bytes()
+    config = (tmp_path / "config.json").read_text()
+    save_decoding(tmp_path, Decoding(prior_correction=0.0, temperature=0.2))
+    assert load_model(tmp_path).decoding == Decoding(prior_correction=0.0, temperature=0.2)
+    assert (tmp_path / "model.safetensors").read_bytes() == weights
+    assert (tmp_path / "config.json").read_text() == config
+    (tmp_path / "decoding.json").write_text('{"temperature": "warm"}')
+    with pytest.raises(CheckpointError, match="decoding.json: bad decoding settings"):
+        load_model(tmp_path)
+    with pytest.raises(CheckpointError, match="config.json: missing"):
+        save_decoding(tmp_path / "nowhere", Decoding())

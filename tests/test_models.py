@@ -3,7 +3,9 @@ import torch
 
 from autocolor.checkpoint import load_model, save_model
 from autocolor.models import available_models, count_parameters, create_model
-from autocolor.quantize import annealed_mean
+from autocolor.color import AB_SCALE
+from autocolor.guide import empty_guide, make_guide, point_hints
+from autocolor.quantize import Decoding, annealed_mean
 
 
 def test_registry_lists_models_and_rejects_unknown_names():
@@ -34,26 +36,36 @@ def test_unet_rgb_keeps_any_size(size):
 def test_chroma_unet_predicts_quarter_resolution_ab(head, channels):
     model = create_model("chroma-unet", width=32, head=head).eval()
     with torch.no_grad():
-        raw = model(torch.rand(2, 1, 64, 96))
-        ab = model.predict_ab(torch.rand(2, 1, 64, 96))
+        raw = model(torch.rand(2, 1, 64, 96) * 100)
+        ab = model.predict_ab(torch.rand(2, 1, 64, 96) * 100)
     assert raw.shape[1] == (channels or model.bins.shape[0])
     assert raw.shape[-2:] == (16, 24)
     assert ab.shape == (2, 2, 16, 24)
-    assert ab.abs().max() <= 1.1  # normalized ab stays in the bins' range
+    if head == "classification":  # an average of bin centers stays within the bins' range (Lab units)
+        assert ab.abs().max() <= model.bins.abs().max() + 1e-4
 
 
 def test_chroma_decoding_knobs():
     torch.manual_seed(0)
     model = create_model("chroma-unet", width=16).eval()
-    x = torch.rand(1, 1, 32, 32) - 0.5
+    x = torch.rand(1, 1, 32, 32) * 100
     with torch.no_grad():
         base = model.predict_ab(x)
-        model.chroma_scale = 0.5
+        assert torch.allclose(model.predict_ab(x, decoding=Decoding(chroma_scale=0.5)), base * 0.5)
+        model.decoding = Decoding(chroma_scale=0.5)  # the model folder's saved choice is the default
         assert torch.allclose(model.predict_ab(x), base * 0.5)
-        model.chroma_scale = 1.0
+        model.decoding = Decoding()
         # Lower temperature moves the decoded ab towards the mode: further from the mean.
-        mean = model.predict_ab(x, temperature=1.0)
-        assert (model.predict_ab(x, temperature=0.2) - mean).abs().mean() > (base - mean).abs().mean() > 0
+        mean = model.predict_ab(x, decoding=Decoding(temperature=1.0))
+        cold = model.predict_ab(x, decoding=Decoding(temperature=0.2))
+        assert (cold - mean).abs().mean() > (base - mean).abs().mean() > 0
+
+
+@pytest.mark.parametrize("bad", [{"temperature": 0}, {"temperature": "hot"}, {"chroma_scale": float("nan")},
+                                 {"prior_correction": float("inf")}, {"chroma_scale": -1}, {"warmth": 1}])
+def test_decoding_refuses_bad_settings(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        Decoding.from_dict(bad)
 
 
 def test_prior_correction_undoes_the_rebalancing_weights():
@@ -66,11 +78,12 @@ def test_prior_correction_undoes_the_rebalancing_weights():
     model.class_weights.copy_(weights)
     p_logits = torch.randn(2, q, 4, 4)
     biased = p_logits + weights.log().view(1, -1, 1, 1)
-    expected = annealed_mean(p_logits, model.bins, model.temperature)
-    assert torch.allclose(model.decode(biased), expected, atol=1e-5)
-    model.prior_correction = 0.0  # Zhang et al.'s decoding: the weights stay in
-    assert torch.allclose(model.decode(biased), annealed_mean(biased, model.bins, model.temperature), atol=1e-5)
-    assert not torch.allclose(model.decode(biased), expected, atol=1e-3)
+    t = model.decoding.temperature
+    expected = annealed_mean(p_logits, model.bins, t) * AB_SCALE
+    assert torch.allclose(model.decode(biased), expected, atol=1e-3)
+    zhang = Decoding(prior_correction=0.0)  # Zhang et al.'s decoding: the weights stay in
+    assert torch.allclose(model.decode(biased, zhang), annealed_mean(biased, model.bins, t) * AB_SCALE, atol=1e-3)
+    assert not torch.allclose(model.decode(biased, zhang), expected, atol=0.1)
 
 
 def test_class_weights_are_saved_with_the_model(tmp_path):
@@ -90,3 +103,39 @@ def test_models_saved_without_class_weights_still_load(tmp_path):
     del state["class_weights"]  # as written before the weights were stored
     save_file(state, str(tmp_path / "model.safetensors"))
     assert torch.equal(load_model(tmp_path).class_weights, torch.ones_like(model.class_weights))
+
+
+def test_an_untrained_guided_model_is_the_automatic_one_until_it_learns_hints():
+    torch.manual_seed(0)
+    plain = create_model("chroma-unet", width=16).eval()
+    guided = create_model("chroma-unet", width=16, guided=True).eval()
+    state = {k: v for k, v in guided.state_dict().items()}
+    for k, v in plain.state_dict().items():
+        if k == "stem.0.weight":  # the guided stem has 3 more input channels (hint a, b, mask)
+            state[k] = torch.cat([v, torch.zeros(v.shape[0], 3, *v.shape[2:])], dim=1)
+        else:
+            state[k] = v
+    guided.load_state_dict(state)
+    lightness = torch.rand(1, 1, 32, 48) * 100
+    ab = torch.full((2, 32, 48), 30.0)
+    hint, mask = point_hints(ab, [(8, 8)], 5)
+    guide = make_guide(lightness, hint[None], mask[None], reference=torch.full((1, plain.bins.shape[0]), 1 / 261))
+    with torch.no_grad():
+        expected = plain.predict_ab(lightness)
+        assert torch.allclose(guided.predict_ab(lightness), expected, atol=1e-5)
+        assert torch.allclose(guided.predict_ab(lightness, empty_guide(1, 32, 48)), expected, atol=1e-5)
+        assert torch.allclose(guided.predict_ab(lightness, guide), expected, atol=1e-5)  # its hint layers start at 0
+        guided.spread_in.weight.data.normal_()
+        assert not torch.allclose(guided.predict_ab(lightness, guide), expected, atol=1e-3)
+
+
+def test_old_model_folders_keep_their_decoding_in_the_model_kwargs(tmp_path):
+    import json
+
+    model = create_model("chroma-unet", width=16)
+    save_model(model, tmp_path)
+    (tmp_path / "decoding.json").unlink()
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["kwargs"].update(temperature=0.5, chroma_scale=1.5)  # as folders were written before decoding.json
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert load_model(tmp_path).decoding == Decoding(temperature=0.5, chroma_scale=1.5)

@@ -1,7 +1,8 @@
 """Weights and training state on disk: safetensors plus JSON, written atomically.
 
-A model folder holds ``model.safetensors`` and ``config.json`` (the registry
-name and keyword arguments that rebuild the model). A training checkpoint
+A model folder holds ``model.safetensors``, ``config.json`` (the registry
+name and keyword arguments that rebuild the model) and, for chroma models,
+``decoding.json`` (how its output becomes ab: :class:`autocolor.quantize.Decoding`). A training checkpoint
 adds ``optimizer.safetensors`` (Adam moments and RNG states as plain tensors)
 and ``state.json`` (step, epoch, config). Nothing is ever unpickled.
 """
@@ -21,9 +22,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from autocolor.models import create_model
+from autocolor.quantize import Decoding
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+DECODING_NAME = "decoding.json"
+# Folders written before decoding had its own file kept these among the model's kwargs.
+_LEGACY_DECODING_KWARGS = ("temperature", "chroma_scale", "prior_correction")
 OPTIMIZER_NAME = "optimizer.safetensors"
 AUX_NAME = "aux.safetensors"  # other modules a run trains beside the model (a GAN's discriminator)
 STATE_NAME = "state.json"
@@ -59,21 +64,46 @@ def model_config(model: nn.Module, extra: dict[str, Any] | None = None) -> dict[
     return {"model": model.registry_name, "kwargs": model.registry_kwargs, **(extra or {})}
 
 
+def _model_file_names(model: nn.Module) -> tuple[str, ...]:
+    return (WEIGHTS_NAME, CONFIG_NAME, DECODING_NAME) if model.predicts == "ab" else (WEIGHTS_NAME, CONFIG_NAME)
+
+
 def _write_model_files(model: nn.Module, folder: Path, extra: dict[str, Any] | None) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(folder / WEIGHTS_NAME))
     (folder / CONFIG_NAME).write_text(json.dumps(model_config(model, extra), indent=2))
-    for name in (WEIGHTS_NAME, CONFIG_NAME):
+    if model.predicts == "ab":
+        (folder / DECODING_NAME).write_text(json.dumps(model.decoding.to_dict(), indent=2))
+    for name in _model_file_names(model):
         os.chmod(folder / name, 0o666 & ~_umask())  # files made inside a temporary folder may be 0600
 
 
 def save_model(model: nn.Module, folder: Path, extra: dict[str, Any] | None = None) -> None:
-    """Write ``model.safetensors`` + ``config.json`` into ``folder`` atomically (file by file)."""
+    """Write the model folder's files into ``folder`` atomically (file by file)."""
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".save-") as tmp:
         _write_model_files(model, Path(tmp), extra)
-        for name in (WEIGHTS_NAME, CONFIG_NAME):
+        for name in _model_file_names(model):
             os.replace(Path(tmp) / name, folder / name)
+
+
+def save_decoding(folder: Path, decoding: Decoding) -> None:
+    """Write ``decoding.json`` into a model folder (atomically), leaving the weights alone."""
+    read_config(folder)  # it must be a model folder
+    atomic_write_bytes(Path(folder) / DECODING_NAME, json.dumps(decoding.to_dict(), indent=2).encode())
+
+
+def read_decoding(folder: Path, config: dict[str, Any]) -> Decoding:
+    """The folder's decoding: ``decoding.json``, else the settings older folders
+    kept in ``config.json``'s kwargs, else the defaults."""
+    path = Path(folder) / DECODING_NAME
+    try:
+        if path.is_file():
+            return Decoding.from_dict(json.loads(path.read_text()))
+        legacy = {k: v for k, v in config.get("kwargs", {}).items() if k in _LEGACY_DECODING_KWARGS}
+        return Decoding.from_dict(legacy)
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: bad decoding settings ({exc})") from exc
 
 
 def read_config(folder: Path) -> dict[str, Any]:
@@ -104,9 +134,9 @@ def load_model(folder: Path, **overrides: Any) -> nn.Module:
     if folder.suffix == ".safetensors":
         folder = folder.parent
     config = read_config(folder)
-    kwargs = {**config.get("kwargs", {}), **overrides}
+    kwargs = {k: v for k, v in config.get("kwargs", {}).items() if k not in _LEGACY_DECODING_KWARGS}
     try:
-        model = create_model(config["model"], **kwargs)
+        model = create_model(config["model"], **{**kwargs, **overrides})
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{folder / CONFIG_NAME}: cannot build model ({exc})") from exc
     state = read_weights(folder / WEIGHTS_NAME)
@@ -114,33 +144,9 @@ def load_model(folder: Path, **overrides: Any) -> nn.Module:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(f"{folder / WEIGHTS_NAME}: weights do not fit {config['model']} ({exc})") from exc
+    if model.predicts == "ab":
+        model.decoding = read_decoding(folder, config)
     return model
-
-
-def save_variant(source: Path, target: Path, link: bool = False, **kwargs: Any) -> None:
-    """Write a model folder with ``source``'s weights and its model kwargs
-    updated by ``kwargs`` (decoding settings such as ``temperature``,
-    ``chroma_scale`` or ``prior_correction``): one trained network, another
-    way of using it. The kwargs are checked before anything is written;
-    ``link`` symlinks the weights instead of copying them.
-    """
-    source, target = Path(source), Path(target)
-    config = read_config(source)
-    merged = {**config.get("kwargs", {}), **kwargs}
-    try:
-        create_model(config["model"], **merged)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{source}: {config['model']} does not take {kwargs} ({exc})") from exc
-    weights = source / WEIGHTS_NAME
-    if not weights.is_file():
-        raise CheckpointError(f"{weights}: missing")
-    target.mkdir(parents=True, exist_ok=True)
-    if link:
-        (target / WEIGHTS_NAME).unlink(missing_ok=True)
-        (target / WEIGHTS_NAME).symlink_to(weights.resolve())
-    else:
-        atomic_write_bytes(target / WEIGHTS_NAME, weights.read_bytes())
-    atomic_write_bytes(target / CONFIG_NAME, json.dumps({**config, "kwargs": merged}, indent=2).encode())
 
 
 # ---------------------------------------------------------------- training checkpoints

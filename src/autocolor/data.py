@@ -347,17 +347,20 @@ def build_splits(
     split: str = "random",
     download: bool = False,
     verify_cifar: bool = True,
+    crop_min_scale: float = 0.35,
 ) -> Splits:
     """Train/val/test datasets for a data spec at crop size ``size``.
 
     cifar10: all 60,000 images split 80/20 with ``seed`` (the reference
     protocol; val is the first 5% of the test part), or with
-    ``split="official"`` the 50k/10k split. Folders with ``train/``, ``val/``
+    ``split="official"`` the 50k/10k split. Training crops cover
+    ``crop_min_scale`` to all of a photo's area, resized to ``size``: small
+    values show objects at the larger sizes a higher render size gives them. Folders with ``train/``, ``val/``
     and ``test/`` subfolders (as ``autocolor data photos`` writes them) keep
     them; other folders are split 80/10/10 by file with ``seed``.
     """
     kind, root = parse_spec(spec)
-    train_aug, eval_aug = Augment(size, train=True), Augment(size, train=False)
+    train_aug, eval_aug = Augment(size, train=True, min_scale=crop_min_scale), Augment(size, train=False)
     if kind == "cifar10":
         official_train, official_test = load_cifar10(root, download=download, verify=verify_cifar)
         if split == "official":

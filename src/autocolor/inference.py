@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from kornia.color import linear_rgb_to_rgb, xyz_to_rgb
 from PIL import Image
 
-from autocolor.color import gray_to_l, normalize_l, unnormalize_ab
+from autocolor.color import gray_to_l
 from autocolor.imageio import (
     DEFAULT_MAX_PIXELS,
     INPUT_EXTENSIONS,
@@ -200,7 +200,7 @@ class Colorizer:
         cached = folder / "model.onnx"
         fresh = cached.is_file() and cached.stat().st_mtime >= (folder / WEIGHTS_NAME).stat().st_mtime
         graph = cached if fresh else export_onnx_bytes(net)
-        return cls(OnnxChromaNet(graph, stride=getattr(net, "stride", 16)), device="cpu", name=str(folder))
+        return cls(OnnxChromaNet(graph, stride=net.stride), device="cpu", name=str(folder))
 
     # -- arrays
 
@@ -217,11 +217,11 @@ class Colorizer:
         gray = np.stack(grays)  # (B, H, W) uint16
         lightness = torch.from_numpy(_gray_tables()[0][gray]).unsqueeze(1)  # (B, 1, H, W)
         h, w = gray.shape[-2:]
-        size = working_size(h, w, render_size or DEFAULT_RENDER_SIZE, getattr(self.model, "stride", 16))
-        l_work = normalize_l(resize(lightness, size))
+        size = working_size(h, w, render_size or DEFAULT_RENDER_SIZE, self.model.stride)
+        l_work = resize(lightness, size)
         if isinstance(self.model, nn.Module):
             l_work = l_work.to(self.device)
-        ab = unnormalize_ab(self.model.predict_ab(l_work).float().cpu()) * saturation  # (B, 2, h/4, w/4)
+        ab = self.model.predict_ab(l_work).float().cpu() * saturation  # (B, 2, h/4, w/4)
         return list(merge_to_rgb(gray, ab, dtype))
 
     def colorize_pixels(

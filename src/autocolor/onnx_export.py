@@ -56,8 +56,8 @@ class _ChromaGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
-        return self.model.predict_ab(l_norm)
+    def forward(self, lightness: torch.Tensor) -> torch.Tensor:
+        return self.model.predict_ab(lightness)
 
 
 def _exportable(model: nn.Module) -> nn.Module:
@@ -80,7 +80,7 @@ def export_onnx_bytes(model: nn.Module, render_size: int = DEFAULT_RENDER_SIZE) 
         raise ValueError(
             f"only chroma models (predicts 'ab') export to ONNX; {getattr(model, 'registry_name', model)} predicts RGB"
         )
-    stride = getattr(model, "stride", 16)
+    stride = model.stride
     side = max(stride, render_size // stride * stride)
     example = torch.zeros(1, 1, side, side)
     buffer = io.BytesIO()
@@ -88,9 +88,9 @@ def export_onnx_bytes(model: nn.Module, render_size: int = DEFAULT_RENDER_SIZE) 
         warnings.simplefilter("ignore")  # tracer chatter about Python ints in shapes
         torch.onnx.export(
             _exportable(model), (example,), buffer, dynamo=False, opset_version=OPSET,
-            input_names=["l_norm"], output_names=["ab_norm"],
-            dynamic_axes={"l_norm": {0: "batch", 2: "height", 3: "width"},
-                          "ab_norm": {0: "batch", 2: "height_4", 3: "width_4"}},
+            input_names=["lightness"], output_names=["ab"],
+            dynamic_axes={"lightness": {0: "batch", 2: "height", 3: "width"},
+                          "ab": {0: "batch", 2: "height_4", 3: "width_4"}},
         )
     return buffer.getvalue()
 
@@ -123,6 +123,6 @@ class OnnxChromaNet:
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.stride = stride
 
-    def predict_ab(self, l_norm: torch.Tensor) -> torch.Tensor:
-        (ab,) = self.session.run(None, {"l_norm": l_norm.detach().cpu().float().numpy()})
+    def predict_ab(self, lightness: torch.Tensor, guide=None, decoding=None) -> torch.Tensor:
+        (ab,) = self.session.run(None, {"lightness": lightness.detach().cpu().float().numpy()})
         return torch.from_numpy(ab)

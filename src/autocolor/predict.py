@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from autocolor.color import gray_to_l, merge_l_ab, normalize_l, unnormalize_ab
+from autocolor.color import gray_to_l, merge_l_ab
 
 DEFAULT_RENDER_SIZE = 256
 
@@ -40,15 +40,14 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_ab(model: nn.Module, gray: torch.Tensor, render_size: int | None = None, temperature: float | None = None):
+def predict_ab(model: nn.Module, gray: torch.Tensor, render_size: int | None = None):
     """Chroma for ``(B, 1, H, W)`` gray in [0, 1]: ab in Lab units at the model's
     output resolution (the working size over 4), plus the full-resolution L."""
     lightness = gray_to_l(gray)
     h, w = gray.shape[-2:]
-    size = working_size(h, w, render_size or DEFAULT_RENDER_SIZE, getattr(model, "stride", 16))
-    l_work = resize(lightness, size)
-    ab = model.predict_ab(normalize_l(l_work), temperature) if temperature else model.predict_ab(normalize_l(l_work))
-    return unnormalize_ab(ab.float()), lightness
+    size = working_size(h, w, render_size or DEFAULT_RENDER_SIZE, model.stride)
+    ab = model.predict_ab(resize(lightness, size))
+    return ab.float(), lightness
 
 
 @torch.no_grad()
@@ -57,7 +56,6 @@ def predict_rgb(
     gray: torch.Tensor,
     render_size: int | None = None,
     saturation: float = 1.0,
-    temperature: float | None = None,
 ) -> torch.Tensor:
     """Colorize ``(B, 1, H, W)`` gray in [0, 1]; returns ``(B, 3, H, W)`` RGB in [0, 1].
 
@@ -71,7 +69,7 @@ def predict_rgb(
     gray = gray.to(device=device, dtype=torch.float32)
     h, w = gray.shape[-2:]
     if model.predicts == "ab":
-        ab, lightness = predict_ab(model, gray, render_size, temperature)
+        ab, lightness = predict_ab(model, gray, render_size)
         return merge_l_ab(lightness, ab * saturation).clamp(0, 1)
     if model.fixed_size is not None:
         size = (model.fixed_size, model.fixed_size)

@@ -10,6 +10,9 @@ distribution back into one ab value, between the mean (dull) and the mode
 
 from __future__ import annotations
 
+import math
+from dataclasses import asdict, dataclass, fields
+
 import torch
 
 from autocolor.color import AB_SCALE, rgb_to_lab
@@ -116,3 +119,42 @@ def annealed_mean(
     kernel = torch.cat([bins.T, torch.ones(1, bins.shape[0], dtype=bins.dtype, device=bins.device)])
     sums = torch.nn.functional.conv2d(weights, kernel.to(weights.dtype)[:, :, None, None])
     return sums[:, :2] / sums[:, 2:] / AB_SCALE
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How a chroma model's output becomes ab: a setting of its use, not of
+    its architecture, saved beside the weights (``decoding.json``) and
+    chosen on a validation split by ``autocolor tune``.
+
+    Args:
+        temperature: annealed-mean temperature (1: the mean, towards 0: the
+            mode; Zhang et al. use 0.38). Classification heads only.
+        chroma_scale: factor on the decoded ab.
+        prior_correction: exponent on the class-rebalancing weights divided
+            out of the predicted distribution before decoding (1: fully, 0:
+            not at all, as Zhang et al. decode).
+    """
+
+    temperature: float = 0.38
+    chroma_scale: float = 1.0
+    prior_correction: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name, low, high in (("temperature", 0.01, 10.0), ("chroma_scale", 0.0, 10.0),
+                                ("prior_correction", 0.0, 2.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"decoding {name} must be a finite number, got {value!r}")
+            if not low <= value <= high:
+                raise ValueError(f"decoding {name} must be in [{low}, {high}], got {value}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Decoding":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown decoding settings: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -31,7 +31,8 @@ from autocolor.checkpoint import (
     save_training_checkpoint,
 )
 from autocolor.color import gray_to_l, normalize_ab, normalize_l, rgb_to_lab
-from autocolor.data import build_splits, set_epoch
+from autocolor.data import build_splits, sample_generator, set_epoch
+from autocolor.guide import simulate_guide
 from autocolor.distributed import init_distributed, weights_spread_across_ranks
 from autocolor.models import count_parameters, create_model
 from autocolor.predict import predict_rgb
@@ -67,6 +68,7 @@ class TrainConfig:
     schedule: str = "constant"  # or "cosine": warm up, then decay to 5% of lr
     warmup_steps: int = 0
     rebalance_mix: float = 0.5  # lambda in Zhang et al.'s class rebalancing
+    crop_min_scale: float = 0.35  # smallest training crop, as a share of the photo's area
     gan_weight: float = 0.0  # weight of the PatchGAN term on ab (chroma models); 0: off
     init: str | None = None  # model folder whose weights start the run (fine-tuning: fresh optimizer)
     seed: int = 0
@@ -95,6 +97,8 @@ class TrainConfig:
             raise TrainingError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSSES)}")
         if cfg.schedule not in ("constant", "cosine"):
             raise TrainingError(f"unknown schedule {cfg.schedule!r}")
+        if not 0.01 <= cfg.crop_min_scale <= 1.0:
+            raise TrainingError(f"crop_min_scale must be in [0.01, 1], got {cfg.crop_min_scale}")
         if cfg.gan_weight < 0:
             raise TrainingError(f"gan_weight must be 0 (off) or positive, got {cfg.gan_weight}")
         return cfg
@@ -141,15 +145,24 @@ class ColorizationLoss(nn.Module):
         self.kind = kind
         self.weights = weights
 
-    def forward(self, model: nn.Module, rgb: torch.Tensor, gray: torch.Tensor, with_output: bool = False):
+    def forward(
+        self, model: nn.Module, rgb: torch.Tensor, gray: torch.Tensor, with_output: bool = False,
+        hint_gens: list[torch.Generator] | None = None,
+    ):
         """The loss; with ``with_output`` (ab models), also the raw output and
-        the true ab in Lab units, for an adversarial term on top."""
+        the true ab in Lab units, for an adversarial term on top. Guided
+        models get simulated hints drawn with ``hint_gens`` (one per image)."""
         if self.kind == "mse":
             return F.mse_loss(model(gray).float(), rgb)
         ab = rgb_to_lab(rgb)[:, 1:]  # (B, 2, H, W) in Lab units
-        out = model(normalize_l(gray_to_l(gray)))
+        lightness = gray_to_l(gray)
+        unwrapped = model.module if hasattr(model, "module") else model
+        guide = None
+        if unwrapped.guided:
+            gens = hint_gens or [torch.Generator().manual_seed(i) for i in range(len(rgb))]
+            guide = simulate_guide(lightness, ab, gens, unwrapped.bins.to(ab.device))
+        out = model(lightness, guide)
         if self.kind == "ce":
-            unwrapped = model.module if hasattr(model, "module") else model
             loss = rebalanced_cross_entropy(out, ab, unwrapped.bins, self.weights.to(out.device))
         else:
             target = F.adaptive_avg_pool2d(normalize_ab(ab), out.shape[-2:])
@@ -247,7 +260,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed)
 
-    splits = build_splits(cfg.data, cfg.image_size, cfg.seed, cfg.split, cfg.download, cfg.verify_cifar)
+    splits = build_splits(cfg.data, cfg.image_size, cfg.seed, cfg.split, cfg.download, cfg.verify_cifar,
+                          cfg.crop_min_scale)
     model = create_model(cfg.model, **cfg.model_kwargs)
     if model.fixed_size is not None and cfg.image_size != model.fixed_size:
         raise TrainingError(f"{cfg.model} takes {model.fixed_size}px images, not {cfg.image_size}px")
@@ -355,19 +369,21 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             mine = [b[info.rank :: info.world] for b in batches[start_batch:]]
             loader = DataLoader(splits.train, batch_sampler=mine, num_workers=cfg.workers,
                                 pin_memory=device.type == "cuda", persistent_workers=False)
-            for rgb, gray in loader:
+            for indices, (rgb, gray) in zip(mine, loader):
+                # Hints drawn per sample, seeded by where it sits in the run (as augmentation is).
+                hint_gens = [sample_generator(cfg.seed + 1, epoch, i) for i in indices]
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step, total_steps, cfg)
                 rgb, gray = rgb.to(device, non_blocking=True), gray.to(device, non_blocking=True)
                 adv_value = None
                 with autocast:
                     if disc is None:
-                        loss = loss_fn(ddp_model, rgb, gray)
+                        loss = loss_fn(ddp_model, rgb, gray, hint_gens=hint_gens)
                     else:
-                        loss, raw, ab_true = loss_fn(ddp_model, rgb, gray, with_output=True)
+                        loss, raw, ab_true = loss_fn(ddp_model, rgb, gray, with_output=True, hint_gens=hint_gens)
                         l_small, ab_real = adversarial.discriminator_inputs(
                             normalize_l(gray_to_l(gray)), ab_true, raw.shape[-2:])
-                        ab_fake = model.decode(raw)
+                        ab_fake = normalize_ab(model.decode(raw))
                         adversarial.set_requires_grad(disc, False)
                         adv = adversarial.generator_loss(disc, l_small, ab_fake)
                         adv_value = adv.item()

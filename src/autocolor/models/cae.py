@@ -6,16 +6,16 @@ import torch
 import torch.nn as nn
 
 from autocolor.models import register_model
+from autocolor.models.base import RGBModel
 
 
-class CAE(nn.Module):
+class CAE(RGBModel):
     """Gray 32x32 in, RGB 32x32 out, through a 512-unit bottleneck.
 
     The reference flattened with a global batch size, which breaks on the last,
     smaller batch; ``flatten(1)`` uses each batch's own size.
     """
 
-    predicts = "rgb"
     fixed_size = 32
 
     def __init__(self) -> None:

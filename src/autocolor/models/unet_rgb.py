@@ -6,9 +6,10 @@ import torch
 import torch.nn as nn
 
 from autocolor.models import register_model
+from autocolor.models.base import RGBModel
 
 
-class UNetRGB(nn.Module):
+class UNetRGB(RGBModel):
     """Strided convs 1->64->128->256->512, transposed convs back with skips.
 
     Transposed convolutions are told the skip's size, which sets their
@@ -16,7 +17,6 @@ class UNetRGB(nn.Module):
     at the same size.
     """
 
-    predicts = "rgb"
     fixed_size = None
 
     def __init__(self) -> None:

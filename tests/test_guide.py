@@ -1,0 +1,43 @@
+import torch
+
+from autocolor.guide import HintSampling, ab_histogram, point_hints, simulate_guide, spread_hints
+from autocolor.quantize import in_gamut_ab_bins
+
+
+def test_point_hints_are_patch_means_of_the_truth():
+    ab = torch.zeros(2, 16, 16)
+    ab[0, :, 8:] = 30.0
+    hint, mask = point_hints(ab, [(4, 8)], 4)  # a 4x4 patch straddling the a-edge at column 8
+    assert mask.sum() == 16
+    assert torch.allclose(hint[0][mask[0] > 0], torch.full((16,), 15.0))
+    assert not hint[:, mask[0] == 0].any()
+
+
+def test_simulated_hints_depend_only_on_each_images_generator():
+    bins = in_gamut_ab_bins()
+    lightness = torch.rand(3, 1, 32, 32) * 100
+    ab = torch.randn(3, 2, 32, 32) * 20
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (5, 6, 7)]  # noqa: E731
+    sampling = HintSampling(p_none=0.0, p_reference=1.0)
+    full = simulate_guide(lightness, ab, gens(), bins, sampling)
+    again = simulate_guide(lightness[1:], ab[1:], gens()[1:], bins, sampling)
+    assert torch.equal(full.mask[1:], again.mask) and torch.equal(full.ab[1:], again.ab)
+    assert full.mask.flatten(1).sum(1).min() > 0  # p_none=0: every image has points
+    assert torch.allclose(full.reference.sum(1), torch.ones(3))
+
+
+def test_spread_hints_colors_the_hinted_image_only():
+    lightness = torch.full((2, 1, 32, 32), 50.0)
+    ab = torch.zeros(2, 2, 32, 32)
+    mask = torch.zeros(2, 1, 32, 32)
+    ab[0, :, 4:8, 4:8], mask[0, :, 4:8, 4:8] = 25.0, 1.0
+    spread = spread_hints(lightness, ab, mask)
+    assert spread.shape == (2, 2, 8, 8)
+    assert torch.allclose(spread[0], torch.full((2, 8, 8), 25.0), atol=1e-3)  # a flat image fills entirely
+    assert not spread[1].any()
+
+
+def test_histogram_of_a_flat_color_is_one_bin():
+    bins = in_gamut_ab_bins()
+    hist = ab_histogram(torch.full((1, 2, 4, 4), 20.0), bins)
+    assert hist.max() == 1.0 and torch.allclose(bins[hist.argmax()], torch.tensor([20.0, 20.0]))
