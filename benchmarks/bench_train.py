@@ -51,7 +51,7 @@ def measure(data: str, steps: int) -> list[dict]:
     from autocolor.data import build_splits
     from autocolor.distributed import all_sum, init_distributed
     from autocolor.models import create_model
-    from autocolor.predict import predict_rgb
+    from autocolor.pipeline import colorize_tensor as predict_rgb
     from autocolor.train import ColorizationLoss, estimate_rebalancing, epoch_batches
 
     info, device = init_distributed("auto")

@@ -381,7 +381,7 @@ def test_float_tiff_with_nan_and_inf_colorizes_without_numpy_warnings(colorizer,
 def test_thin_strip_works_at_a_bounded_size(colorizer, workdir):
     """Found by fuzzing the pixel limit: a 1 x 2,000,000 PNG (a few kB, under every pixel
     limit) got a 16 x 362,032 working size and took 8.5 GB and 24 s; now 16 x 4,096."""
-    from autocolor.predict import working_size
+    from autocolor.pipeline import working_size
 
     assert working_size(1, 2_000_000, 256) == (16, 4096)
     assert working_size(2_000_000, 1, 256) == (4096, 16)

@@ -173,7 +173,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 def _add_colorize(sub: argparse._SubParsersAction) -> None:
     from autocolor.imageio import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS
-    from autocolor.predict import DEFAULT_RENDER_SIZE
+    from autocolor.pipeline import DEFAULT_RENDER_SIZE
 
     p = sub.add_parser("colorize", help="colorize photos: files, folders (recursively) and globs",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -244,7 +244,7 @@ def _run_colorize(args: argparse.Namespace) -> int:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    from autocolor.predict import DEFAULT_RENDER_SIZE
+    from autocolor.pipeline import DEFAULT_RENDER_SIZE
 
     p = sub.add_parser("export", help="export a chroma model's network to ONNX",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)

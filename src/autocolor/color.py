@@ -4,12 +4,24 @@ Every image tensor here is float RGB in [0, 1] with shape ``(*, 3, H, W)``;
 Lab follows CIE conventions (L in [0, 100], a and b roughly in [-110, 110]).
 Conversions go through :mod:`kornia.color`, so they are differentiable and
 run on whatever device and dtype the input has.
+
+The last section is the same Lab-to-RGB conversion for inference on 16-bit
+gray pixels: L, f(Y) and Y read from tables of the gray level, the sRGB
+curve from a table for 8-bit output, in row tiles over threads, so laying
+chroma over a 12-megapixel photo takes a fraction of a second.
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+
+import numpy as np
 import torch
+import torch.nn.functional as F
 from kornia.color import lab_to_rgb as _kornia_lab_to_rgb
+from kornia.color import linear_rgb_to_rgb, xyz_to_rgb
 from kornia.color import rgb_to_lab as _kornia_rgb_to_lab
 
 # OpenCV's COLOR_RGB2GRAY (Rec. 601 luma). The reference designs made their gray
@@ -118,3 +130,98 @@ def saturate_rgb(rgb: torch.Tensor, factor: float) -> torch.Tensor:
     """Scale an RGB image's Lab chroma by ``factor``, keeping its lightness."""
     lab = rgb_to_lab(rgb)
     return lab_to_rgb(torch.cat([lab[..., :1, :, :], lab[..., 1:, :, :] * factor], dim=-3))
+
+
+# ---------------------------------------------------------------- L and ab to RGB, fast
+
+TILE_PIXELS = 1 << 15  # pixels per merged tile: below torch's grain size, and its temporaries stay in cache
+_WHITE = (0.95047, 1.0, 1.08883)  # D65, as kornia's lab_to_rgb uses
+_SRGB_STEPS = (1 << 18) - 1  # linear values are quantized to 18 bits for the sRGB table
+
+
+@lru_cache(maxsize=1)
+def gray_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each 16-bit gray level: L in [0, 100] (by :func:`gray_to_l`), Lab's
+    f(Y) = (L + 16) / 116, and the relative luminance Y itself."""
+    levels = torch.arange(65536, dtype=torch.float64) / 65535.0
+    lightness = gray_to_l(levels.view(1, 1, -1)).view(-1)
+    fy = (lightness + 16.0) / 116.0
+    return lightness.float().numpy(), fy.float().numpy(), _finv(fy).float().numpy()
+
+
+@lru_cache(maxsize=1)
+def _xyz_to_linear_rgb_matrix() -> list[list[float]]:
+    # Read kornia's matrix back from it, so there is one definition of the conversion.
+    basis = torch.eye(3, dtype=torch.float64).view(3, 3, 1, 1)  # three 1x1 images: X, Y, Z
+    return xyz_to_rgb(basis)[:, :, 0, 0].T.tolist()  # rows: R, G, B
+
+
+@lru_cache(maxsize=1)
+def _srgb8_table() -> torch.Tensor:
+    """8-bit sRGB of each quantized linear value (the transfer curve's steepest
+    slope, 12.92, keeps the quantization error far below one 8-bit level)."""
+    linear = torch.linspace(0.0, 1.0, _SRGB_STEPS + 1).view(1, 1, -1).expand(3, 1, -1)
+    return (linear_rgb_to_rgb(linear)[0, 0].clamp(0, 1) * 255.0 + 0.5).to(torch.uint8)
+
+
+def _finv(t: torch.Tensor) -> torch.Tensor:
+    """Inverse of Lab's companding function f, with kornia's constants."""
+    return torch.where(t > 0.2068966, t * t * t, (t - 4.0 / 29.0) / 7.787)
+
+
+def lab_tile_to_rgb(gray: np.ndarray, ab: torch.Tensor, out: np.ndarray) -> None:
+    """Write RGB for ``(B, h, W)`` uint16 gray and ``(B, 2, h, W)`` ab (Lab units)
+    into ``out`` ``(B, h, W, 3)`` (uint8, uint16 or float32).
+
+    The conversion of :func:`autocolor.color.lab_to_rgb` (kornia's, D65, clipped),
+    with L, f(Y) and Y read from tables of the gray level and, for 8-bit
+    output, the sRGB curve read from a table: a few passes over small tiles.
+    """
+    _, fy_table, y_table = gray_tables()
+    fy = torch.from_numpy(fy_table[gray])
+    xyz = (
+        _finv(torch.add(fy, ab[:, 0], alpha=1.0 / 500.0)).mul_(_WHITE[0]),
+        torch.from_numpy(y_table[gray]),
+        _finv(torch.sub(fy, ab[:, 1], alpha=1.0 / 200.0).clamp_(min=0.0)).mul_(_WHITE[2]),
+    )
+    for channel, row in enumerate(_xyz_to_linear_rgb_matrix()):
+        linear = torch.mul(xyz[0], row[0]).add_(xyz[1], alpha=row[1]).add_(xyz[2], alpha=row[2]).clamp_(0.0, 1.0)
+        if out.dtype == np.uint8:
+            index = linear.mul_(_SRGB_STEPS).add_(0.5).to(torch.int32)
+            out[..., channel] = torch.index_select(_srgb8_table(), 0, index.view(-1)).view(index.shape).numpy()
+            continue
+        srgb = linear_rgb_to_rgb(linear.unsqueeze(-3).expand(*linear.shape[:-2], 3, *linear.shape[-2:]))[..., 0, :, :]
+        srgb = srgb.clamp_(0.0, 1.0)
+        out[..., channel] = srgb.mul_(65535.0).add_(0.5).numpy() if out.dtype == np.uint16 else srgb.numpy()
+
+
+def merge_gray_ab(gray: np.ndarray, ab: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+    """Lay ``(B, 2, h, w)`` ab (Lab units) over the L of ``(B, H, W)`` uint16 gray:
+    ``(B, H, W, 3)`` samples of ``dtype``.
+
+    ab is upsampled bilinearly as in :func:`autocolor.color.merge_l_ab`; the
+    conversion runs in row tiles, so its float temporaries stay small (the
+    whole-image ab, 8 bytes a pixel, is the one large one).
+    """
+    b, h, w = gray.shape
+    ab_full = F.interpolate(ab.float(), size=(h, w), mode="bilinear", align_corners=False)  # (B, 2, H, W)
+    out = np.empty((b, h, w, 3), dtype=dtype)
+    step = max(1, TILE_PIXELS // (w * b))
+    tiles = [slice(top, min(h, top + step)) for top in range(0, h, step)]
+    threads = min(len(tiles), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    if threads <= 1:
+        for rows in tiles:
+            lab_tile_to_rgb(gray[:, rows], ab_full[:, :, rows], out[:, rows])
+        return out
+    # Tiles this small run single-threaded inside torch; spreading them over our
+    # own threads (torch releases the GIL) uses the cores without OpenMP's
+    # barriers, which stall badly when other processes share the CPU.
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda rows: lab_tile_to_rgb(gray[:, rows], ab_full[:, :, rows], out[:, rows]), tiles))
+    return out
+
+
+def gray16_to_l(gray: np.ndarray) -> torch.Tensor:
+    """L in [0, 100] ``(B, 1, H, W)`` of ``(B, H, W)`` uint16 gray (table lookup;
+    the same values as :func:`gray_to_l` of ``gray / 65535``)."""
+    return torch.from_numpy(gray_tables()[0][gray]).unsqueeze(1)

@@ -1,8 +1,8 @@
 """Evaluation that anyone can rerun: trained models against the grey copy.
 
 ``evaluate()`` colorizes the same seeded sample of a data split at each size
-with every model, through :func:`autocolor.predict.predict_rgb` (the path the
-CLI and the web demo use), and reports PSNR, SSIM, CIEDE2000 and
+with every model, through :mod:`autocolor.pipeline` (the path the CLI and the
+web demo use), and reports PSNR, SSIM, CIEDE2000 and
 colorfulness. Because PSNR and CIEDE2000 reward timid color, it also sweeps a
 saturation factor on each model's ab and reports CIEDE2000 at equal
 colorfulness, so a muted model and a vivid one can be compared fairly.
@@ -38,16 +38,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
 from autocolor.checkpoint import CONFIG_NAME, atomic_write_bytes, checkpoint_candidates, load_model
-from autocolor.color import gray_to_rgb, merge_l_ab, rgb_to_lab, saturate_rgb
+from autocolor.color import gray16_to_l, gray_to_rgb, merge_gray_ab, rgb_to_lab, saturate_rgb
 from autocolor.data import build_splits
 from autocolor.metrics import colorfulness, mean_ciede2000_lab, psnr, ssim
 from autocolor.models import available_models, count_parameters
-from autocolor.predict import predict_ab, predict_rgb
+from autocolor.pipeline import colorize_tensor, predict_chroma, to_gray16
 from autocolor.train import save_png
 
 GREY = "grey"
@@ -64,7 +65,7 @@ DEFINITIONS = {
     "ciede2000_vs_grey": "the model's mean CIEDE2000 over the grey copy's on the same images (below 1 beats gray)",
     "colorfulness": "Hasler and Suesstrunk (2003) on RGB 0-255 per image, then the mean over images",
     "colorfulness_ratio": "mean output colorfulness / mean ground-truth colorfulness",
-    "saturation": "factor on the predicted ab (predict_rgb's saturation argument); 1 = as the model predicts",
+    "saturation": "factor on the predicted ab (the pipeline's saturation argument); 1 = as the model predicts",
     "ciede2000_at_colorfulness": "CIEDE2000 interpolated linearly along the saturation sweep at that colorfulness "
     "ratio; null where the sweep does not reach it",
     "psnr_at_colorfulness": "PSNR interpolated the same way: PSNR falls as color is added, so models are compared "
@@ -169,20 +170,20 @@ def load_images(dataset: Dataset, indices: Sequence[int]) -> tuple[torch.Tensor,
 def colorize_at_saturations(
     entry: ModelEntry, gray: torch.Tensor, render_size: int, saturations: Sequence[float]
 ) -> list[torch.Tensor]:
-    """``predict_rgb(model, gray, render_size, saturation=s)`` for each ``s``,
+    """``colorize_tensor(model, gray, render_size, saturation=s)`` for each ``s``,
     running the network once: chroma models rescale their predicted ab before
     the merge, RGB models rescale the chroma of their output, both exactly as
-    ``predict_rgb`` does. The grey copy ignores saturation (gray has no chroma).
+    the pipeline does. The grey copy ignores saturation (gray has no chroma).
 
     Returns a list of ``(B, 3, H, W)`` RGB in [0, 1], one per saturation.
     """
     if entry.model is None:
         return [gray_to_rgb(gray)] * len(saturations)
     if entry.model.predicts == "ab":
-        device = next(entry.model.parameters()).device
-        ab, lightness = predict_ab(entry.model, gray.to(device=device, dtype=torch.float32), render_size)
-        return [merge_l_ab(lightness, ab * s).clamp(0, 1) for s in saturations]
-    rgb = predict_rgb(entry.model, gray, render_size=render_size)
+        gray16 = to_gray16(gray)
+        ab = predict_chroma(entry.model, gray16_to_l(gray16), render_size)
+        return [torch.from_numpy(merge_gray_ab(gray16, ab * s, np.float32)).permute(0, 3, 1, 2) for s in saturations]
+    rgb = colorize_tensor(entry.model, gray, render_size)
     return [rgb if s == 1.0 else saturate_rgb(rgb, s) for s in saturations]
 
 

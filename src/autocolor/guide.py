@@ -12,19 +12,35 @@ size (``(B, *, H, W)``):
 - ``reference``: a global hint, the ab histogram ``(B, Q)`` of a reference
   photo over the model's bins, or None.
 
-Training simulates users from the true colors (:func:`simulate_guide`):
-a random number of points, each the mean ab of a small square patch.
+Users give :class:`Hints` in the input photo's pixels: points ``(x, y,
+color)`` (x the column, y the row; color ``(r, g, b)`` in 0-255 or
+``"#rrggbb"``), a scribble image (RGBA, the input's size, alpha marks the
+painted pixels) and a reference photo; :meth:`Hints.guide` lays them out at
+the working size. Training simulates users from the true colors
+(:func:`simulate_guide`): a random number of points, each the mean ab of a
+small square patch.
+
+The points file for ``autocolor colorize --hints`` is JSON::
+
+    {"points": [{"x": 120, "y": 40, "color": "#6d9ed8"},
+                {"x": 300, "y": 410, "color": [196, 150, 120]}]}
 """
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from autocolor.color import rgb_to_lab
 from autocolor.levin import levin_colorize
 
 OUTPUT_STRIDE = 4  # the chroma network predicts ab at 1/4 of the working size
@@ -177,3 +193,188 @@ def _geometric(p_more: float, cap: int, gen: torch.Generator) -> int:
     """1 + the number of successes before the first failure, capped."""
     u = torch.rand(1, generator=gen).item()
     return min(cap, 1 + int(math.log(max(u, 1e-12)) / math.log(p_more)))
+
+
+# ---------------------------------------------------------------- hints from users
+
+
+class HintError(ValueError):
+    """Hints that cannot be used, with what is wrong."""
+
+
+POINT_SIZE = 5  # side, in working-size pixels, of the square a point colors (as hints are evaluated)
+_HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
+
+
+def parse_color(color) -> tuple[int, int, int]:
+    """``(r, g, b)`` in 0-255 from a tuple/list of three numbers or ``"#rrggbb"``.
+
+    >>> parse_color("#ff8000"), parse_color([0, 128, 255])
+    ((255, 128, 0), (0, 128, 255))
+    """
+    if isinstance(color, str):
+        match = _HEX.match(color.strip())
+        if not match:
+            raise HintError(f"color {color!r} is not #rrggbb")
+        value = int(match.group(1), 16)
+        return value >> 16, (value >> 8) & 255, value & 255
+    if isinstance(color, (list, tuple)) and len(color) == 3:
+        rgb = []
+        for c in color:
+            if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or not 0 <= c <= 255:
+                raise HintError(f"color {list(color)!r}: each channel must be a number in 0-255")
+            rgb.append(int(round(c)))
+        return tuple(rgb)  # type: ignore[return-value]
+    raise HintError(f"color {color!r} must be (r, g, b) in 0-255 or '#rrggbb'")
+
+
+def _rgb_to_ab(rgb: np.ndarray) -> torch.Tensor:
+    """``(..., 3)`` uint8 RGB to ``(2, ...)`` ab in Lab units."""
+    flat = torch.from_numpy(np.asarray(rgb, dtype=np.float32).reshape(-1, 3) / 255.0).T.reshape(3, -1, 1)
+    return rgb_to_lab(flat)[1:, :, 0].reshape(2, *np.asarray(rgb).shape[:-1])
+
+
+@dataclass(frozen=True)
+class Point:
+    x: float  # column, in the input's pixels
+    y: float  # row
+    color: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Hints:
+    """What a user says about the colors of one photo (see the module docstring).
+
+    ``points`` and ``scribble`` are checked against the photo's size by
+    :meth:`check`; ``reference`` is any RGB photo ``(h, w, 3)`` uint8.
+    """
+
+    points: tuple[Point, ...] = ()
+    scribble: np.ndarray | None = field(default=None, compare=False)  # (H, W, 4) uint8 RGBA
+    reference: np.ndarray | None = field(default=None, compare=False)  # (h, w, 3) uint8 RGB
+    point_size: int = POINT_SIZE
+
+    @property
+    def empty(self) -> bool:
+        return not self.points and self.scribble is None and self.reference is None
+
+    @classmethod
+    def build(cls, points: Sequence = (), scribble=None, reference=None) -> "Hints":
+        """From ``(x, y, color)`` triples (or dicts with those keys), a scribble
+        array/PIL image and a reference array/PIL image."""
+        parsed = []
+        for i, item in enumerate(points):
+            if isinstance(item, dict):
+                item = (item.get("x"), item.get("y"), item.get("color"))
+            if not isinstance(item, (list, tuple)) or len(item) != 3:
+                raise HintError(f"hint {i + 1}: expected (x, y, color), got {item!r}")
+            x, y, color = item
+            for name, v in (("x", x), ("y", y)):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise HintError(f"hint {i + 1}: {name} must be a number, got {v!r}")
+            try:
+                parsed.append(Point(float(x), float(y), parse_color(color)))
+            except HintError as exc:
+                raise HintError(f"hint {i + 1}: {exc}") from None
+        return cls(tuple(parsed), _as_rgba(scribble), _as_rgb(reference))
+
+    def check(self, height: int, width: int) -> None:
+        for i, p in enumerate(self.points):
+            if not (0 <= p.x < width and 0 <= p.y < height):
+                raise HintError(f"hint {i + 1} at (x={p.x:g}, y={p.y:g}) is outside the {width}x{height} image")
+        if self.scribble is not None and self.scribble.shape[:2] != (height, width):
+            sh, sw = self.scribble.shape[:2]
+            raise HintError(f"the scribble image is {sw}x{sh}; it must be the photo's size, {width}x{height}")
+
+    def guide(self, l_work: torch.Tensor, full_size: tuple[int, int], bins: torch.Tensor) -> Guide:
+        """The :class:`Guide` for L at the working size ``(B, 1, h, w)`` (the
+        same hints for every image of the batch)."""
+        self.check(*full_size)
+        b, _, h, w = l_work.shape
+        ab = torch.zeros(2, h, w)
+        mask = torch.zeros(1, h, w)
+        if self.scribble is not None:
+            alpha = torch.from_numpy(self.scribble[..., 3].astype(np.float32) / 255.0)[None, None]
+            painted = torch.from_numpy(self.scribble[..., :3].copy()).permute(2, 0, 1)[None].float()
+            weight = F.adaptive_avg_pool2d((alpha > 0.5).float(), (h, w))[0]
+            mean_rgb = F.adaptive_avg_pool2d(painted * (alpha > 0.5), (h, w))[0] / weight.clamp_min(1e-6)
+            ab = _rgb_to_ab(mean_rgb.permute(1, 2, 0).clamp(0, 255).numpy())
+            mask = (weight > 0.25).float()
+            ab = ab * mask
+        if self.points:
+            colors = _rgb_to_ab(np.array([p.color for p in self.points], dtype=np.uint8))  # (2, N)
+            rows = [min(h - 1, int(p.y * h / full_size[0])) for p in self.points]
+            cols = [min(w - 1, int(p.x * w / full_size[1])) for p in self.points]
+            for k, (row, col) in enumerate(zip(rows, cols)):
+                top, left = max(0, row - self.point_size // 2), max(0, col - self.point_size // 2)
+                window = (slice(None), slice(top, top + self.point_size), slice(left, left + self.point_size))
+                ab[window] = colors[:, k, None, None]
+                mask[window] = 1.0
+        reference = None
+        if self.reference is not None:
+            reference = reference_histogram(self.reference, bins).expand(b, -1)
+        ab, mask = ab.expand(b, -1, -1, -1), mask.expand(b, -1, -1, -1)
+        return make_guide(l_work.cpu(), ab, mask, reference)
+
+    def to_json(self) -> str:
+        return json.dumps({"points": [{"x": p.x, "y": p.y, "color": "#%02x%02x%02x" % p.color}
+                                      for p in self.points]}, indent=2)
+
+
+def reference_histogram(rgb: np.ndarray, bins: torch.Tensor, side: int = 256) -> torch.Tensor:
+    """``(1, Q)`` ab histogram of an RGB photo, seen at about ``side`` pixels and
+    pooled to a quarter as in training (:func:`simulate_guide`)."""
+    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
+    scale = side / math.sqrt(image.shape[-2] * image.shape[-1])
+    size = (max(4, round(image.shape[-2] * scale)), max(4, round(image.shape[-1] * scale)))
+    image = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
+    ab = rgb_to_lab(image.clamp(0, 1))[:, 1:]
+    return ab_histogram(F.avg_pool2d(ab, OUTPUT_STRIDE), bins)
+
+
+def _to_array(image, what: str) -> np.ndarray | None:
+    if image is None:
+        return None
+    if isinstance(image, (str, os.PathLike)):
+        from autocolor.imageio import read_image
+
+        image = read_image(image)[0]
+    if hasattr(image, "mode"):  # a PIL image
+        image = np.asarray(image.convert("RGBA" if what == "scribble" else "RGB"))
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim != 3:
+        raise HintError(f"the {what} must be an 8-bit {'RGBA' if what == 'scribble' else 'RGB'} image, "
+                        f"got an array of {array.dtype} with shape {array.shape}")
+    return array
+
+
+def _as_rgba(image) -> np.ndarray | None:
+    array = _to_array(image, "scribble")
+    if array is not None and array.shape[-1] != 4:
+        raise HintError(f"the scribble image needs an alpha channel marking the painted pixels (RGBA), "
+                        f"got {array.shape[-1]} channels")
+    return array
+
+
+def _as_rgb(image) -> np.ndarray | None:
+    array = _to_array(image, "reference")
+    if array is not None and array.shape[-1] == 4:
+        array = array[..., :3]
+    if array is not None and array.shape[-1] != 3:
+        raise HintError(f"the reference photo must be RGB, got {array.shape[-1]} channels")
+    return array
+
+
+def load_points(path: str | os.PathLike) -> list[dict]:
+    """The points of a hints JSON file (see the module docstring)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise HintError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HintError(f"{path}: not valid JSON ({exc})") from None
+    points = data.get("points") if isinstance(data, dict) else None
+    if not isinstance(points, list):
+        raise HintError(f'{path}: expected {{"points": [{{"x": .., "y": .., "color": "#rrggbb"}}, ...]}}')
+    return points

@@ -3,13 +3,12 @@
 >>> c = Colorizer.load()                     # the shipped default weights
 >>> photo = c.colorize("old.jpg")            # path in, PIL image out
 >>> arr = c.colorize(gray_uint8_array)       # (H, W) in, (H, W, 3) uint8 out
+>>> c.colorize("old.jpg", hints=[(120, 40, "#6d9ed8")], reference="summer.jpg")
 
-Chroma models run at a working size and their ab is laid over the
-full-resolution L, as :func:`autocolor.predict.predict_ab` does; the merge
-is done here in row tiles with lookup tables, so a 12-megapixel photo costs
-a fraction of a second and bounded memory. :func:`colorize_files` is what the
-CLI runs: threads decode and encode while the model works, outputs already
-written are skipped, and one bad file is reported and passed over.
+Every colorization goes through :func:`autocolor.pipeline.colorize_gray`.
+:func:`colorize_files` is what the CLI runs: threads decode and encode while
+the model works, outputs already written are skipped, and one bad file is
+reported and passed over.
 """
 
 from __future__ import annotations
@@ -23,18 +22,15 @@ import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from kornia.color import linear_rgb_to_rgb, xyz_to_rgb
 from PIL import Image
 
-from autocolor.color import gray_to_l
+from autocolor.color import gray16_to_l
+from autocolor.guide import Hints, Point
 from autocolor.imageio import (
     DEFAULT_MAX_PIXELS,
     INPUT_EXTENSIONS,
@@ -49,10 +45,9 @@ from autocolor.imageio import (
     save_image,
     split_pixels,
 )
-from autocolor.predict import DEFAULT_RENDER_SIZE, predict_rgb, resize, working_size
+from autocolor.pipeline import DEFAULT_RENDER_SIZE, colorize_gray, resize, working_size
 
 BACKENDS = ("torch", "onnxruntime")
-TILE_PIXELS = 1 << 15  # pixels per merged tile: below torch's grain size, and its temporaries stay in cache
 BATCH_PIXELS = 4_000_000  # images are batched while their pixels add up to no more than this
 
 
@@ -60,105 +55,12 @@ def default_model_dir() -> Path:
     return Path(__file__).parent / "weights" / "default"
 
 
-# ---------------------------------------------------------------- L and ab to RGB, fast
-
-
-_WHITE = (0.95047, 1.0, 1.08883)  # D65, as kornia's lab_to_rgb uses
-_SRGB_STEPS = (1 << 18) - 1  # linear values are quantized to 18 bits for the sRGB table
-
-
-@lru_cache(maxsize=1)
-def _gray_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each 16-bit gray level: L in [0, 100] (by :func:`gray_to_l`), Lab's
-    f(Y) = (L + 16) / 116, and the relative luminance Y itself."""
-    levels = torch.arange(65536, dtype=torch.float64) / 65535.0
-    lightness = gray_to_l(levels.view(1, 1, -1)).view(-1)
-    fy = (lightness + 16.0) / 116.0
-    return lightness.float().numpy(), fy.float().numpy(), _finv(fy).float().numpy()
-
-
-@lru_cache(maxsize=1)
-def _xyz_to_linear_rgb_matrix() -> list[list[float]]:
-    # Read kornia's matrix back from it, so there is one definition of the conversion.
-    basis = torch.eye(3, dtype=torch.float64).view(3, 3, 1, 1)  # three 1x1 images: X, Y, Z
-    return xyz_to_rgb(basis)[:, :, 0, 0].T.tolist()  # rows: R, G, B
-
-
-@lru_cache(maxsize=1)
-def _srgb8_table() -> torch.Tensor:
-    """8-bit sRGB of each quantized linear value (the transfer curve's steepest
-    slope, 12.92, keeps the quantization error far below one 8-bit level)."""
-    linear = torch.linspace(0.0, 1.0, _SRGB_STEPS + 1).view(1, 1, -1).expand(3, 1, -1)
-    return (linear_rgb_to_rgb(linear)[0, 0].clamp(0, 1) * 255.0 + 0.5).to(torch.uint8)
-
-
-def _finv(t: torch.Tensor) -> torch.Tensor:
-    """Inverse of Lab's companding function f, with kornia's constants."""
-    return torch.where(t > 0.2068966, t * t * t, (t - 4.0 / 29.0) / 7.787)
-
-
-def lab_tile_to_rgb(gray: np.ndarray, ab: torch.Tensor, out: np.ndarray) -> None:
-    """Write RGB for ``(B, h, W)`` uint16 gray and ``(B, 2, h, W)`` ab (Lab units)
-    into ``out`` ``(B, h, W, 3)`` (uint8, uint16 or float32).
-
-    The conversion of :func:`autocolor.color.lab_to_rgb` (kornia's, D65, clipped),
-    with L, f(Y) and Y read from tables of the gray level and, for 8-bit
-    output, the sRGB curve read from a table: a few passes over small tiles.
-    """
-    _, fy_table, y_table = _gray_tables()
-    fy = torch.from_numpy(fy_table[gray])
-    xyz = (
-        _finv(torch.add(fy, ab[:, 0], alpha=1.0 / 500.0)).mul_(_WHITE[0]),
-        torch.from_numpy(y_table[gray]),
-        _finv(torch.sub(fy, ab[:, 1], alpha=1.0 / 200.0).clamp_(min=0.0)).mul_(_WHITE[2]),
-    )
-    for channel, row in enumerate(_xyz_to_linear_rgb_matrix()):
-        linear = torch.mul(xyz[0], row[0]).add_(xyz[1], alpha=row[1]).add_(xyz[2], alpha=row[2]).clamp_(0.0, 1.0)
-        if out.dtype == np.uint8:
-            index = linear.mul_(_SRGB_STEPS).add_(0.5).to(torch.int32)
-            out[..., channel] = torch.index_select(_srgb8_table(), 0, index.view(-1)).view(index.shape).numpy()
-            continue
-        srgb = linear_rgb_to_rgb(linear.unsqueeze(-3).expand(*linear.shape[:-2], 3, *linear.shape[-2:]))[..., 0, :, :]
-        srgb = srgb.clamp_(0.0, 1.0)
-        out[..., channel] = srgb.mul_(65535.0).add_(0.5).numpy() if out.dtype == np.uint16 else srgb.numpy()
-
-
-def merge_to_rgb(gray: np.ndarray, ab: torch.Tensor, dtype: np.dtype) -> np.ndarray:
-    """Lay ``(B, 2, h, w)`` ab (Lab units) over the L of ``(B, H, W)`` uint16 gray:
-    ``(B, H, W, 3)`` samples of ``dtype``.
-
-    ab is upsampled bilinearly as in :func:`autocolor.color.merge_l_ab`; the
-    conversion runs in row tiles, so its float temporaries stay small (the
-    whole-image ab, 8 bytes a pixel, is the one large one).
-    """
-    b, h, w = gray.shape
-    ab_full = F.interpolate(ab.float(), size=(h, w), mode="bilinear", align_corners=False)  # (B, 2, H, W)
-    out = np.empty((b, h, w, 3), dtype=dtype)
-    step = max(1, TILE_PIXELS // (w * b))
-    tiles = [slice(top, min(h, top + step)) for top in range(0, h, step)]
-    threads = min(len(tiles), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    if threads <= 1:
-        for rows in tiles:
-            lab_tile_to_rgb(gray[:, rows], ab_full[:, :, rows], out[:, rows])
-        return out
-    # Tiles this small run single-threaded inside torch; spreading them over our
-    # own threads (torch releases the GIL) uses the cores without OpenMP's
-    # barriers, which stall badly when other processes share the CPU.
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda rows: lab_tile_to_rgb(gray[:, rows], ab_full[:, :, rows], out[:, rows]), tiles))
-    return out
-
-
-
-# ---------------------------------------------------------------- the colorizer
-
-
 class Colorizer:
     """A loaded model and the one way to colorize with it.
 
     Args:
-        model: a registered model (``predicts`` "ab" or "rgb"), or an
-            :class:`autocolor.onnx_export.OnnxChromaNet`.
+        model: a registered model (:class:`autocolor.models.base.ChromaModel`
+            or ``RGBModel``), or an :class:`autocolor.onnx_export.OnnxChromaNet`.
         device: where a PyTorch model runs.
         name: what to call the model in messages.
     """
@@ -172,7 +74,8 @@ class Colorizer:
     @classmethod
     def load(cls, model: str | os.PathLike = "default", device: str = "cpu", backend: str = "torch") -> "Colorizer":
         """Load a model folder (``model.safetensors`` + ``config.json``), its
-        safetensors file, or ``"default"`` (the shipped weights).
+        safetensors file, ``"default"`` (the shipped weights) or ``"levin"``
+        (Levin et al.'s optimization: hints only, no weights).
 
         ``backend="onnxruntime"`` runs the network through onnxruntime on the
         CPU: a ``model.onnx`` next to the weights is used when it is newer,
@@ -182,6 +85,10 @@ class Colorizer:
 
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if str(model) == "levin":
+            from autocolor.models import create_model
+
+            return cls(create_model("levin"), device="cpu", name="levin")
         folder = default_model_dir() if str(model) == "default" else Path(model)
         if folder.suffix == ".safetensors":
             folder = folder.parent
@@ -200,35 +107,17 @@ class Colorizer:
         cached = folder / "model.onnx"
         fresh = cached.is_file() and cached.stat().st_mtime >= (folder / WEIGHTS_NAME).stat().st_mtime
         graph = cached if fresh else export_onnx_bytes(net)
-        return cls(OnnxChromaNet(graph, stride=net.stride), device="cpu", name=str(folder))
+        return cls(OnnxChromaNet(graph, net), device="cpu", name=str(folder))
 
     # -- arrays
 
-    @torch.no_grad()
-    def colorize_gray(
-        self, grays: list[np.ndarray], dtype: np.dtype, render_size: int | None = None, saturation: float = 1.0
-    ) -> list[np.ndarray]:
-        """Colorize same-sized ``(H, W)`` uint16 gray images (see :class:`Pixels`)
-        into ``(H, W, 3)`` samples of ``dtype`` (uint8, uint16 or float32)."""
-        if self.model.predicts != "ab":
-            gray = torch.from_numpy(np.stack(grays)).unsqueeze(1).float().div_(65535.0)  # (B, 1, H, W)
-            rgb = predict_rgb(self.model, gray, render_size, saturation).cpu().permute(0, 2, 3, 1).numpy()
-            return [_from_unit(image, dtype) for image in rgb]
-        gray = np.stack(grays)  # (B, H, W) uint16
-        lightness = torch.from_numpy(_gray_tables()[0][gray]).unsqueeze(1)  # (B, 1, H, W)
-        h, w = gray.shape[-2:]
-        size = working_size(h, w, render_size or DEFAULT_RENDER_SIZE, self.model.stride)
-        l_work = resize(lightness, size)
-        if isinstance(self.model, nn.Module):
-            l_work = l_work.to(self.device)
-        ab = self.model.predict_ab(l_work).float().cpu() * saturation  # (B, 2, h/4, w/4)
-        return list(merge_to_rgb(gray, ab, dtype))
-
     def colorize_pixels(
-        self, batch: list[Pixels], render_size: int | None = None, saturation: float = 1.0
+        self, batch: list[Pixels], render_size: int | None = None, saturation: float = 1.0,
+        hints: Hints | None = None,
     ) -> list[np.ndarray]:
         """Colorize same-sized, same-dtype :class:`Pixels`; alpha is reattached."""
-        rgbs = self.colorize_gray([p.gray for p in batch], batch[0].dtype, render_size, saturation)
+        gray = np.stack([p.gray for p in batch])  # (B, H, W) uint16
+        rgbs = colorize_gray(self.model, gray, batch[0].dtype, render_size, saturation, hints)
         return [join_alpha(rgb, p.alpha) for rgb, p in zip(rgbs, batch)]
 
     def colorize(
@@ -238,6 +127,9 @@ class Colorizer:
         saturation: float = 1.0,
         keep_color: bool = False,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        hints: Sequence | Hints | None = None,
+        scribble=None,
+        reference=None,
     ):
         """Colorize a PIL image, a numpy array or an image file.
 
@@ -251,27 +143,69 @@ class Colorizer:
             render_size: working resolution (about that many pixels squared);
                 None for the model's default.
             saturation: chroma scale, 1 = as predicted.
+            hints: color points ``[(x, y, color), ...]``: x the column and y
+                the row in the input's pixels, color ``(r, g, b)`` in 0-255 or
+                ``"#rrggbb"``. ``[]`` gives exactly the automatic result.
+            scribble: an RGBA image of the input's size (path, PIL or array)
+                whose opaque pixels give colors to spread.
+            reference: a photo (path, PIL or array) whose colors to use
+                ("make it look like this").
         """
-        if isinstance(img, (str, os.PathLike)):
-            img = read_image(img, max_pixels)[0]
-        as_pil = isinstance(img, Image.Image)
-        pixels = split_pixels(pil_to_array(img) if as_pil else img)
+        img, pixels = self._pixels(img, max_pixels, warn=not keep_color)
         if pixels.color and keep_color:
             return img
-        if pixels.color and not self._warned_color:
-            warnings.warn("the input has color: colorizing its gray version (keep_color=True returns it untouched)",
-                          stacklevel=2)
-            self._warned_color = True
-        (result,) = self.colorize_pixels([pixels], render_size, saturation)
+        as_pil = isinstance(img, Image.Image)
+        guide = self._hints(hints, scribble, reference, pixels)
+        (result,) = self.colorize_pixels([pixels], render_size, saturation, guide)
         return array_to_pil(result) if as_pil else result
 
+    def suggest(self, img, x: float, y: float, k: int = 5, hints: Sequence | Hints | None = None,
+                render_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[str, float]]:
+        """The model's ``k`` likeliest colors at pixel ``(x, y)`` (column, row):
+        ``[("#rrggbb", probability), ...]``, likeliest first, each at that
+        pixel's lightness. Needs a classification head (the default)."""
+        from autocolor.color import gray_tables, lab_to_rgb
 
-def _from_unit(rgb: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    if np.dtype(dtype) == np.uint8:
-        return (rgb * 255.0 + 0.5).astype(np.uint8)
-    if np.dtype(dtype) == np.uint16:
-        return (rgb * 65535.0 + 0.5).astype(np.uint16)
-    return rgb.astype(np.float32)
+        _, pixels = self._pixels(img, max_pixels)
+        h, w = pixels.gray.shape
+        guide = self._hints(hints, None, None, pixels)
+        Hints((Point(x, y, (0, 0, 0)),)).check(h, w)
+        model = self.model
+        if not hasattr(model, "probabilities"):
+            raise ValueError(f"{self.name}: only a classification model suggests colors")
+        lightness = gray16_to_l(pixels.gray[None])
+        size = working_size(h, w, render_size or DEFAULT_RENDER_SIZE, model.stride)
+        l_work = resize(lightness, size)
+        device = next(model.parameters()).device
+        g = guide.guide(l_work, (h, w), model.bins).to(device) if guide is not None and model.guided else None
+        with torch.no_grad():
+            probs = model.probabilities(model(l_work.to(device), g))[0].cpu()  # (Q, h/4, w/4)
+        row = min(probs.shape[1] - 1, int(y * probs.shape[1] / h))
+        col = min(probs.shape[2] - 1, int(x * probs.shape[2] / w))
+        top = probs[:, row, col].topk(min(k, probs.shape[0]))
+        level = float(gray_tables()[0][pixels.gray[int(y), int(x)]])
+        lab = torch.cat([torch.full((1, top.indices.numel()), level), model.bins[top.indices].T.cpu()])
+        rgb = (lab_to_rgb(lab.view(3, 1, -1))[:, 0].T * 255 + 0.5).to(torch.uint8).tolist()
+        return [("#%02x%02x%02x" % tuple(c), float(p)) for c, p in zip(rgb, top.values)]
+
+    def _pixels(self, img, max_pixels: int, warn: bool = True):
+        """The image (a path read into a PIL image) and its :class:`Pixels`."""
+        if isinstance(img, (str, os.PathLike)):
+            img = read_image(img, max_pixels)[0]
+        pixels = split_pixels(pil_to_array(img) if isinstance(img, Image.Image) else img)
+        if pixels.color and warn and not self._warned_color:
+            warnings.warn("the input has color: colorizing its gray version (keep_color=True returns it untouched)",
+                          stacklevel=3)
+            self._warned_color = True
+        return img, pixels
+
+    @staticmethod
+    def _hints(hints, scribble, reference, pixels: Pixels) -> Hints | None:
+        built = hints if isinstance(hints, Hints) else Hints.build(hints or (), scribble, reference)
+        if built.empty:
+            return None
+        built.check(*pixels.gray.shape)
+        return built
 
 
 # ---------------------------------------------------------------- which files go where

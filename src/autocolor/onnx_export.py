@@ -1,10 +1,10 @@
 """ONNX export of chroma models, and a runner that stands in for the model.
 
-The graph holds only the network: normalized L ``(B, 1, H, W)`` at the
-working size in, normalized ab ``(B, 2, H/4, W/4)`` out (the annealed mean
-included). Resizing, the Lab conversion and the merge with the
-full-resolution L stay outside, in :mod:`autocolor.inference`, exactly as
-for the PyTorch backend. Batch, height and width are dynamic axes (H and W
+The graph holds the model contract's ``predict_ab``: L ``(B, 1, H, W)`` at
+the working size in, ab ``(B, 2, H/4, W/4)`` in Lab units out (the model's
+decoding included), plus the hint tensors for guided models. Resizing, the
+hints' layout and the merge with the full-resolution L stay outside, in
+:mod:`autocolor.pipeline`, exactly as for the PyTorch backend. Batch, height and width are dynamic axes (H and W
 multiples of the model's stride).
 """
 
@@ -20,9 +20,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from autocolor.predict import DEFAULT_RENDER_SIZE
+from autocolor.pipeline import DEFAULT_RENDER_SIZE
 
 OPSET = 17
+GUIDE_INPUTS = ["hint_ab", "hint_mask", "spread", "reference"]
 
 
 class TraceableAttention(nn.Module):
@@ -50,14 +51,19 @@ class TraceableAttention(nn.Module):
 
 
 class _ChromaGraph(nn.Module):
-    """Normalized L to normalized ab: the model plus its decoding."""
+    """L to ab (Lab units): the model plus its decoding; guided models also
+    take the :class:`autocolor.guide.Guide` tensors (a zero reference: none)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, lightness: torch.Tensor) -> torch.Tensor:
-        return self.model.predict_ab(lightness)
+    def forward(self, lightness: torch.Tensor, *guide: torch.Tensor) -> torch.Tensor:
+        if not guide:
+            return self.model.predict_ab(lightness)
+        from autocolor.guide import Guide
+
+        return self.model.predict_ab(lightness, Guide(*guide))
 
 
 def _exportable(model: nn.Module) -> nn.Module:
@@ -82,15 +88,24 @@ def export_onnx_bytes(model: nn.Module, render_size: int = DEFAULT_RENDER_SIZE) 
         )
     stride = model.stride
     side = max(stride, render_size // stride * stride)
-    example = torch.zeros(1, 1, side, side)
+    example: tuple[torch.Tensor, ...] = (torch.zeros(1, 1, side, side),)
+    names = ["lightness"]
+    axes = {"lightness": {0: "batch", 2: "height", 3: "width"}, "ab": {0: "batch", 2: "height_4", 3: "width_4"}}
+    if model.guided:
+        from autocolor.guide import empty_guide
+
+        g = empty_guide(1, side, side)
+        g.ab[:, :, :4, :4], g.mask[:, :, :4, :4] = 10.0, 1.0  # traced with hints, so no branch is folded away
+        example += (g.ab, g.mask, g.spread, torch.full((1, model.bins.shape[0]), 1.0 / model.bins.shape[0]))
+        names += GUIDE_INPUTS
+        axes.update({"hint_ab": {0: "batch", 2: "height", 3: "width"}, "hint_mask": {0: "batch", 2: "height", 3: "width"},
+                     "spread": {0: "batch", 2: "height_4", 3: "width_4"}, "reference": {0: "batch"}})
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer chatter about Python ints in shapes
         torch.onnx.export(
-            _exportable(model), (example,), buffer, dynamo=False, opset_version=OPSET,
-            input_names=["lightness"], output_names=["ab"],
-            dynamic_axes={"lightness": {0: "batch", 2: "height", 3: "width"},
-                          "ab": {0: "batch", 2: "height_4", 3: "width_4"}},
+            _exportable(model), example, buffer, dynamo=False, opset_version=OPSET,
+            input_names=names, output_names=["ab"], dynamic_axes=axes,
         )
     return buffer.getvalue()
 
@@ -105,13 +120,16 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, render_size: int = DE
 
 
 class OnnxChromaNet:
-    """An onnxruntime session with the chroma model's interface
-    (``predicts``, ``fixed_size``, ``stride``, ``predict_ab``)."""
+    """An onnxruntime session with the chroma model contract
+    (:class:`autocolor.models.base.ChromaModel`), for the model it was exported from.
+
+    The decoding is part of the graph: the model's own, as it was exported.
+    """
 
     predicts = "ab"
     fixed_size = None
 
-    def __init__(self, graph: bytes | str | os.PathLike, stride: int = 16, threads: int | None = None) -> None:
+    def __init__(self, graph: bytes | str | os.PathLike, model: nn.Module, threads: int | None = None) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -121,8 +139,22 @@ class OnnxChromaNet:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         source = graph if isinstance(graph, bytes) else str(graph)
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-        self.stride = stride
+        self.stride = model.stride
+        self.guided = model.guided
+        self.bins = model.bins
+        self.decoding = model.decoding
 
     def predict_ab(self, lightness: torch.Tensor, guide=None, decoding=None) -> torch.Tensor:
-        (ab,) = self.session.run(None, {"lightness": lightness.detach().cpu().float().numpy()})
+        if decoding is not None and decoding != self.decoding:
+            raise ValueError("the onnxruntime graph holds the model's own decoding; use backend='torch' to try others")
+        feed = {"lightness": lightness.detach().cpu().float().numpy()}
+        if self.guided:
+            from autocolor.guide import empty_guide
+
+            b, _, h, w = lightness.shape
+            g = guide if guide is not None else empty_guide(b, h, w)
+            reference = g.reference if g.reference is not None else torch.zeros(b, self.bins.shape[0])
+            for name, value in zip(GUIDE_INPUTS, (g.ab, g.mask, g.spread, reference)):
+                feed[name] = value.detach().cpu().float().numpy()
+        (ab,) = self.session.run(None, feed)
         return torch.from_numpy(ab)

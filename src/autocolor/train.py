@@ -35,7 +35,7 @@ from autocolor.data import build_splits, sample_generator, set_epoch
 from autocolor.guide import simulate_guide
 from autocolor.distributed import init_distributed, weights_spread_across_ranks
 from autocolor.models import count_parameters, create_model
-from autocolor.predict import predict_rgb
+from autocolor.pipeline import colorize_tensor
 from autocolor.quantize import bin_counts, rebalanced_cross_entropy, rebalancing_weights
 
 # Per-model defaults follow the reference designs (batch 100 at 32 px for the
@@ -187,7 +187,7 @@ def image_grid(model: nn.Module, rgb: torch.Tensor, gray: torch.Tensor) -> torch
     """Rows of gray | prediction | truth, as one ``(3, H, W)`` image."""
     from torchvision.utils import make_grid
 
-    pred = predict_rgb(model, gray, render_size=gray.shape[-1])
+    pred = colorize_tensor(model, gray, render_size=gray.shape[-1])
     rows = [torch.stack([gray[i].expand(3, -1, -1), pred[i].cpu(), rgb[i]]) for i in range(len(rgb))]
     return make_grid(torch.cat(rows), nrow=3, padding=2, pad_value=1.0)
 
@@ -215,7 +215,7 @@ def validate(model: nn.Module, loader: DataLoader, device: torch.device, max_bat
     for i, (rgb, gray) in enumerate(loader):
         if i >= max_batches:
             break
-        pred = predict_rgb(model, gray.to(device), render_size=gray.shape[-1]).cpu()
+        pred = colorize_tensor(model, gray, render_size=gray.shape[-1])
         scores.append(psnr(pred, rgb, data_range=1.0).item())
         grey_scores.append(psnr(gray.expand_as(rgb), rgb, data_range=1.0).item())
     model.train(was_training)
@@ -238,7 +238,7 @@ def test_metrics(model: nn.Module, dataset: Dataset, device: torch.device, batch
         for name in ("model", "grey")
     }
     for rgb, gray in DataLoader(dataset, batch_size=batch_size):
-        pred = predict_rgb(model, gray.to(device), render_size=gray.shape[-1]).cpu()
+        pred = colorize_tensor(model, gray, render_size=gray.shape[-1])
         for name, out in (("model", pred), ("grey", gray.expand_as(rgb))):
             meters[name][0].update(out, rgb)
             meters[name][1].update(out, rgb)

@@ -1,8 +1,8 @@
 """Model registry: ``create_model(name, **kwargs)`` builds any registered model.
 
-Every model carries two class attributes the rest of the project relies on:
-``predicts`` ("rgb": gray [0, 1] in, RGB [0, 1] out; "ab": normalized L in,
-normalized ab out) and ``fixed_size`` (the only input size it accepts, or None).
+Every model is a :class:`autocolor.models.base.ChromaModel` (L in, ab out, in
+Lab units) or an :class:`autocolor.models.base.RGBModel` (gray in, RGB out);
+see :mod:`autocolor.models.base` for the contract.
 """
 
 from __future__ import annotations
@@ -45,4 +45,4 @@ def count_parameters(model: nn.Module) -> int:
 
 
 # Importing the modules registers their models.
-from autocolor.models import cae, chroma_unet, unet_rgb  # noqa: E402,F401
+from autocolor.models import cae, chroma_unet, levin, unet_rgb  # noqa: E402,F401

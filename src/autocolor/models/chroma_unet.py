@@ -137,8 +137,8 @@ class ChromaUNet(ChromaModel):
         x16 = self.down16[0](x8)
         if self.guided and guide.reference is not None:
             reference = guide.reference.to(x.dtype)
-            present = reference.sum(dim=1, keepdim=True)  # 1 for a histogram, 0 for "none"
-            x16 = x16 + self.reference_in(torch.cat([reference, present], dim=1))[:, :, None, None]
+            present = reference.sum(dim=1, keepdim=True)  # 1 for a histogram, 0 for "none": exactly as None
+            x16 = x16 + (present * self.reference_in(torch.cat([reference, present], dim=1)))[:, :, None, None]
         for layer in self.down16[1:]:
             x16 = layer(x16)
         y8 = self.up8(torch.cat([F.interpolate(x16, scale_factor=2.0, mode="bilinear"), x8], dim=1))

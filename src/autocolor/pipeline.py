@@ -1,0 +1,139 @@
+"""The one path from gray pixels to color, used by every caller.
+
+    gray (uint16) -> L -> working size -> model (+ hints) -> ab -> x saturation
+                  -> merged with the full-resolution L -> RGB
+
+:func:`colorize_gray` is that path; the Colorizer API, the batch CLI, the web
+demo, the ONNX backend, training validation and evaluation all call it (or,
+for a saturation sweep, its two halves :func:`predict_chroma` and
+:func:`autocolor.color.merge_gray_ab`). Training and evaluation hold float
+gray tensors; :func:`colorize_tensor` quantizes them to 16 bits and takes the
+same path, so a model is judged exactly as it is used.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from autocolor.color import gray16_to_l, merge_gray_ab, saturate_rgb
+from autocolor.guide import Guide, Hints
+from autocolor.quantize import Decoding
+
+DEFAULT_RENDER_SIZE = 256
+
+
+def working_size(h: int, w: int, render_size: int, multiple: int = 16) -> tuple[int, int]:
+    """Size with about ``render_size**2`` pixels, the input's aspect ratio, and
+    both sides a multiple of ``multiple`` (never below it).
+
+    The long side is capped at ``render_size**2 / multiple``: otherwise a thin
+    strip (a 1 x 2,000,000 PNG is a few kB) would get 16 x 362,032 and take
+    gigabytes. Photos are never near the cap.
+    """
+    scale = render_size / math.sqrt(h * w)
+    cap = max(multiple, render_size * render_size // multiple // multiple * multiple)
+    return (
+        min(cap, max(multiple, round(h * scale / multiple) * multiple)),
+        min(cap, max(multiple, round(w * scale / multiple) * multiple)),
+    )
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bilinear resize of ``(B, C, H, W)`` to ``size``."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _device_of(model) -> torch.device:
+    params = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
+    return params.device if params is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def predict_chroma(
+    model,
+    lightness: torch.Tensor,
+    render_size: int | None = None,
+    hints: Hints | Guide | None = None,
+    decoding: Decoding | None = None,
+) -> torch.Tensor:
+    """Chroma of full-resolution L ``(B, 1, H, W)`` in [0, 100]: ab ``(B, 2, h, w)``
+    in Lab units at the model's output resolution, on the CPU.
+
+    The model sees L at the working size (about ``render_size`` squared);
+    ``hints`` (in the input's pixel coordinates) are laid out at that size;
+    a :class:`Guide` must already be at it.
+    """
+    h, w = lightness.shape[-2:]
+    size = working_size(h, w, render_size or DEFAULT_RENDER_SIZE, model.stride)
+    l_work = resize(lightness, size)
+    guide = None
+    if isinstance(hints, Guide):  # already laid out at the working size (evaluation's simulated users)
+        guide = hints
+    elif hints is not None and not hints.empty:
+        guide = hints.guide(l_work, (h, w), model.bins)
+    if guide is not None:
+        if not model.guided:
+            raise ValueError("this model takes no color hints; use a guided model (the default) or 'levin'")
+        guide = guide.to(_device_of(model))
+    return model.predict_ab(l_work.to(_device_of(model)), guide, decoding).float().cpu()
+
+
+@torch.no_grad()
+def _colorize_rgb_model(model, gray: np.ndarray, dtype: np.dtype, render_size: int | None, saturation: float):
+    """The reference designs predict RGB from gray in [0, 1]: a fixed-size model at
+    its size, the others at ``render_size`` (else at full size), resized back."""
+    g = torch.from_numpy(gray.astype(np.float32) / 65535.0).unsqueeze(1).to(_device_of(model))  # (B, 1, H, W)
+    h, w = g.shape[-2:]
+    if model.fixed_size is not None:
+        size = (model.fixed_size, model.fixed_size)
+    else:
+        size = working_size(h, w, render_size, model.stride) if render_size is not None else (h, w)
+    dtype_in = next(model.parameters()).dtype
+    rgb = model(resize(g, size).to(dtype_in)).float()
+    if rgb.shape[-2:] != (h, w):
+        rgb = F.interpolate(rgb, size=(h, w), mode="bicubic", align_corners=False)
+    rgb = rgb.clamp(0, 1)
+    if saturation != 1.0:
+        rgb = saturate_rgb(rgb, saturation)
+    rgb = rgb.cpu().permute(0, 2, 3, 1).numpy()
+    if np.dtype(dtype) == np.uint8:
+        return (rgb * 255.0 + 0.5).astype(np.uint8)
+    if np.dtype(dtype) == np.uint16:
+        return (rgb * 65535.0 + 0.5).astype(np.uint16)
+    return rgb.astype(np.float32)
+
+
+def colorize_gray(
+    model,
+    gray: np.ndarray,
+    dtype: np.dtype = np.uint8,
+    render_size: int | None = None,
+    saturation: float = 1.0,
+    hints: Hints | None = None,
+    decoding: Decoding | None = None,
+) -> np.ndarray:
+    """Colorize ``(B, H, W)`` uint16 gray into ``(B, H, W, 3)`` samples of ``dtype``
+    (uint8, uint16 or float32 in [0, 1])."""
+    if model.predicts == "rgb":
+        if hints is not None and not hints.empty:
+            raise ValueError("RGB models take no color hints")
+        return _colorize_rgb_model(model, gray, dtype, render_size, saturation)
+    ab = predict_chroma(model, gray16_to_l(gray), render_size, hints, decoding)
+    return merge_gray_ab(gray, ab * saturation, dtype)
+
+
+def to_gray16(gray: torch.Tensor) -> np.ndarray:
+    """``(B, 1, H, W)`` float gray in [0, 1] to ``(B, H, W)`` uint16."""
+    return (gray[:, 0].detach().float().cpu().clamp(0, 1) * 65535.0 + 0.5).to(torch.int32).numpy().astype(np.uint16)
+
+
+def colorize_tensor(model, gray: torch.Tensor, render_size: int | None = None, saturation: float = 1.0) -> torch.Tensor:
+    """:func:`colorize_gray` for ``(B, 1, H, W)`` float gray in [0, 1]: ``(B, 3, H, W)`` RGB in [0, 1]."""
+    rgb = colorize_gray(model, to_gray16(gray), np.float32, render_size, saturation)
+    return torch.from_numpy(rgb).permute(0, 3, 1, 2)
