@@ -21,11 +21,14 @@ from autocolor.photos import (
     MANIFEST_COLUMNS,
     SPLITS,
     MissingPhotoWarning,
+    SCENE_CATEGORIES,
     PhotoCorpusError,
     build_photo_corpus,
     extract_deb,
     load_sources,
+    photo_categories,
     prepare_photo,
+    read_eet,
     read_rcc,
 )
 
@@ -38,6 +41,8 @@ LINK = "usr/share/fake/link.jpg"
 BUNDLE = "usr/share/fake/bundle.rcc"
 IN_BUNDLE = "app/src/activities/zoo/resource/photo.png"  # stored uncompressed
 IN_BUNDLE_Z = "app/src/activities/zoo/resource/readme.txt"  # stored zlib-compressed
+THEME = "usr/share/fake/backgrounds/Hills.edj"
+IN_THEME = "edje/images/0"
 
 needs_dpkg = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb not available")
 
@@ -100,6 +105,20 @@ def _rcc(files: dict[str, tuple[bytes, bool]], version: int = 3) -> bytes:
     return header + tree_bytes + bytes(payload) + bytes(names)
 
 
+def _eet(files: dict[str, tuple[bytes, bool]]) -> bytes:
+    """Build an Eet file (EET_MAGIC_FILE2): {key: (content, flagged compressed)} -> bytes."""
+    names = b"".join(k.encode() + b"\0" for k in files)
+    head = 12 + 24 * len(files)
+    directory, blobs = bytearray(), bytearray()
+    name_at = head + sum(len(c) for c, _ in files.values())
+    for key, (content, compressed) in files.items():
+        directory += struct.pack(">6I", head + len(blobs), len(content), len(content) * (2 if compressed else 1),
+                                 name_at, len(key) + 1, 1 if compressed else 0)
+        blobs += content
+        name_at += len(key) + 1
+    return struct.pack(">III", 0x1EE70F42, len(files), 0) + bytes(directory) + bytes(blobs) + names
+
+
 def _cutout() -> Image.Image:
     """200x100 RGBA: transparent except an opaque red 40x20 box at (100, 30)."""
     im = Image.new("RGBA", (200, 100), (0, 255, 0, 0))
@@ -125,6 +144,10 @@ def fake_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     png = io.BytesIO()
     _gradient(300, 200).save(png, format="PNG")
     (tree / BUNDLE).write_bytes(_rcc({IN_BUNDLE: (png.getvalue(), False), IN_BUNDLE_Z: (b"hello" * 50, True)}))
+    jpeg = io.BytesIO()
+    _gradient(400, 200).save(jpeg, format="JPEG")
+    (tree / THEME).parent.mkdir(parents=True)
+    (tree / THEME).write_bytes(_eet({IN_THEME: (jpeg.getvalue(), False), "edje/file": (b"\x01" * 30, True)}))
     cache = root / "cache"
     cache.mkdir()
     if shutil.which("dpkg-deb") is None:
@@ -262,6 +285,44 @@ def test_build_corpus_with_archive_members(fake_cache: Path, tmp_path: Path) -> 
         load_sources(src)
 
 
+def test_read_eet_returns_stored_entries() -> None:
+    blob = _eet({"edje/images/0": (b"\xff\xd8jpeg", False), "edje/file": (b"packed", True)})
+    assert read_eet(blob) == {"edje/images/0": b"\xff\xd8jpeg"}  # compressed entries are left out
+    with pytest.raises(PhotoCorpusError, match="Eet"):
+        read_eet(b"qres" + bytes(40))
+    with pytest.raises(PhotoCorpusError, match="truncated"):
+        read_eet(blob[:40])
+
+
+@needs_dpkg
+def test_build_with_eet_member_scene_categories_and_rotation(fake_cache: Path, tmp_path: Path) -> None:
+    src = tmp_path / "s.json"
+    src.write_text(json.dumps([
+        _entry(THEME, "hills", "test", "landscape", member=IN_THEME, scene_category="sky/landscape"),
+        _entry(SMALL, "small", "val", "person", people=True, rotate=90),
+        _entry(CUTOUT, "cutout", "train", scene_category="cutout"),
+    ]))
+    out = tmp_path / "corpus"
+    build_photo_corpus(out, cache_dir=fake_cache, max_side=200, sources=src)
+    assert Image.open(out / "test" / "landscape_hills.jpg").size == (200, 100)
+    assert Image.open(out / "val" / "person_small.jpg").size == (60, 100)  # turned a quarter clockwise
+    assert photo_categories(out) == {
+        "test/landscape_hills.jpg": "sky/landscape",
+        "val/person_small.jpg": "people",  # the default for fine category person
+        "train/object_cutout.jpg": "cutout",
+    }
+    people = {r["file"]: r["people"] for r in _manifest(out)}
+    assert people == {"test/landscape_hills.jpg": "0", "val/person_small.jpg": "1", "train/object_cutout.jpg": "0"}
+
+
+def test_photo_categories_needs_a_current_manifest(tmp_path: Path) -> None:
+    with pytest.raises(PhotoCorpusError, match="manifest.csv"):
+        photo_categories(tmp_path)
+    (tmp_path / "manifest.csv").write_text("split,file,category\ntrain,train/a_b.jpg,a\n")
+    with pytest.raises(PhotoCorpusError, match="rebuild"):
+        photo_categories(tmp_path)
+
+
 # ----------------------------------------------------------------------- build
 
 
@@ -361,6 +422,10 @@ def test_load_sources_rejects_bad_entries(tmp_path: Path) -> None:
         [_entry(BIG, "a", "train"), _entry(BIG, "b", "val")],  # same file twice
         [_entry(BIG, "a", "train"), _entry(SMALL, "a", "train")],  # same output twice
         [_entry(BIG, "Bad Name", "train")],
+        [_entry(BIG, "a", "train", scene_category="landscape")],  # not a coarse category
+        [_entry(BIG, "a", "train", "mystery")],  # no default scene category for it
+        [_entry(BIG, "a", "train", people="yes")],
+        [_entry(BIG, "a", "train", rotate=45)],
     ]
     for entries in bad_entries:
         path.write_text(json.dumps(entries))
@@ -395,3 +460,10 @@ def test_committed_photo_sources_are_valid() -> None:
     assert len(test_categories) >= 3
     assert {"animal", "object", "person"} <= test_categories
     assert per_split["train"] > 0.7 * len(entries)
+    # every entry says its coarse category; test and val hold whole scenes and people
+    assert all(item.get("scene_category") in SCENE_CATEGORIES for item in raw)
+    assert all(isinstance(item.get("people"), bool) for item in raw)
+    for split in ("val", "test"):
+        scenes = Counter(e.scene_category for e in entries if e.split == split)
+        assert scenes["sky/landscape"] >= 10 and scenes["people"] >= 3, (split, scenes)
+        assert sum(e.people for e in entries if e.split == split) >= 5

@@ -21,6 +21,15 @@ Some packages ship their images inside an archive file rather than as plain
 files: GCompris (``gcompris-qt-data``) bundles each activity's images in a Qt
 resource file (``.rcc``). Such an entry names the archive as ``path`` and the
 image inside it as ``member``; :func:`read_rcc` reads the archive (no Qt needed).
+Enlightenment's backgrounds are Edje themes (``.edj``, Eet format) that store
+their photo as JPEG entries (``edje/images/0`` is the largest); :func:`read_eet`
+reads them (no EFL needed).
+
+Each entry also carries a coarse ``scene_category`` (one of
+:data:`SCENE_CATEGORIES`, what evaluation reports per category) and a
+``people`` flag; both go to ``manifest.csv`` and :func:`photo_categories`
+reads the categories back. The fine ``category`` stays in the file names so
+that existing builds remain valid.
 
 The build is idempotent: files that already exist are not rebuilt, and a
 package whose photos are all present is not even downloaded again.
@@ -53,6 +62,7 @@ __all__ = [
     "BACKGROUND",
     "DEFAULT_CACHE_DIR",
     "MANIFEST_COLUMNS",
+    "SCENE_CATEGORIES",
     "SPLITS",
     "MissingPhotoWarning",
     "PhotoCorpusError",
@@ -64,7 +74,9 @@ __all__ = [
     "extract_deb",
     "load_sources",
     "output_name",
+    "photo_categories",
     "prepare_photo",
+    "read_eet",
     "read_rcc",
 ]
 
@@ -72,6 +84,35 @@ log = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 """Valid split names, in the order they are written to the manifest."""
+
+SCENE_CATEGORIES: tuple[str, ...] = (
+    "people",
+    "animals",
+    "sky/landscape",
+    "buildings/streets",
+    "food",
+    "objects",
+    "cutout",
+)
+"""Coarse categories that evaluation reports; ``cutout`` is any photo on a
+transparent or flat background, whatever it shows."""
+
+_SCENE_OF_FINE: dict[str, str] = {
+    "person": "people",
+    "animal": "animals",
+    "landscape": "sky/landscape",
+    "sky": "sky/landscape",
+    "water": "sky/landscape",
+    "plant": "sky/landscape",
+    "building": "buildings/streets",
+    "street": "buildings/streets",
+    "food": "food",
+    "vehicle": "objects",
+    "indoor": "objects",
+    "sport": "objects",
+    "object": "objects",
+}
+"""Default ``scene_category`` of a fine ``category`` when an entry gives none."""
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "autocolor" / "debs"
 """Where downloaded ``.deb`` files are kept between builds."""
@@ -90,8 +131,11 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "width",
     "height",
     "copyright",
+    "scene_category",
+    "people",
 )
-"""Columns of ``manifest.csv``; ``file`` is relative to the output directory."""
+"""Columns of ``manifest.csv``; ``file`` is relative to the output directory;
+``people`` is ``1`` when a person is visible, else ``0``."""
 
 ALPHA_MODES = ("bbox", "opaque_rows", "flatten")
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]*")
@@ -126,7 +170,13 @@ class PhotoSource:
             away the partly transparent rows at the top, e.g. a panorama whose
             sky is transparent) or ``flatten`` (composite the whole canvas).
         member: for a ``path`` that is an archive (a Qt ``.rcc`` resource
-            file), the image's path inside it; empty for a plain file.
+            file or an Eet/Edje ``.edj`` file), the image's path (key) inside
+            it; empty for a plain file.
+        scene_category: one of :data:`SCENE_CATEGORIES`.
+        people: a person (a face, or at least a body) is visible.
+        rotate: clockwise rotation in degrees (0, 90, 180, 270) applied after
+            EXIF orientation, for photos whose rotation lives in an
+            application's database instead (KPhotoAlbum's demo).
     """
 
     package: str
@@ -139,6 +189,9 @@ class PhotoSource:
     group: str = ""
     alpha: str = "bbox"
     member: str = ""
+    scene_category: str = ""
+    people: bool = False
+    rotate: int = 0
 
     @property
     def original_path(self) -> str:
@@ -177,11 +230,15 @@ def load_sources(path: Path | None = None) -> list[PhotoSource]:
     ``split`` and ``license``; ``name`` defaults to a slug of the file's stem
     (the member's stem for an archive member) and ``group`` to
     ``package:path`` (``package:path:member``). ``member`` (optional) is the
-    path of the image inside the archive ``path`` (a Qt ``.rcc`` file).
+    path of the image inside the archive ``path`` (a Qt ``.rcc`` or Eet
+    ``.edj`` file). ``scene_category`` defaults to the coarse category of the
+    fine ``category`` (``person`` -> ``people``, ...); ``people`` (a JSON
+    boolean) defaults to false.
 
     Raises:
         PhotoCorpusError: the file is missing or malformed, an entry lacks a
-            field or has an invalid split, category, name or alpha mode, a
+            field or has an invalid split, category, scene category, people
+            flag, name or alpha mode, a
             package path is listed twice, or two entries would write the same
             output file.
     """
@@ -208,10 +265,23 @@ def load_sources(path: Path | None = None) -> list[PhotoSource]:
         inner = str(item.get("member") or "").lstrip(":/")
         name = item.get("name") or _slug(Path(inner or member).stem)
         default_group = f"{item['package']}:{member}" + (f":{inner}" if inner else "")
+        category = str(item["category"])
+        scene_category = str(item.get("scene_category") or _SCENE_OF_FINE.get(category, ""))
+        if scene_category not in SCENE_CATEGORIES:
+            raise PhotoCorpusError(
+                f"{where}: scene_category {scene_category or '(none)'!r} is not one of {', '.join(SCENE_CATEGORIES)}"
+                f" (set it for category {category!r})"
+            )
+        people = item.get("people", False)
+        if not isinstance(people, bool):
+            raise PhotoCorpusError(f"{where}: people must be true or false, not {people!r}")
+        rotate = item.get("rotate", 0)
+        if rotate not in (0, 90, 180, 270):
+            raise PhotoCorpusError(f"{where}: rotate must be 0, 90, 180 or 270, not {rotate!r}")
         src = PhotoSource(
             package=str(item["package"]),
             path=member,
-            category=str(item["category"]),
+            category=category,
             split=str(item["split"]),
             name=str(name),
             license=str(item["license"]),
@@ -219,6 +289,9 @@ def load_sources(path: Path | None = None) -> list[PhotoSource]:
             group=str(item.get("group") or default_group),
             alpha=str(item.get("alpha") or "bbox"),
             member=inner,
+            scene_category=scene_category,
+            people=people,
+            rotate=rotate,
         )
         if src.split not in SPLITS:
             raise PhotoCorpusError(f"{where}: split {src.split!r} is not one of {', '.join(SPLITS)}")
@@ -453,6 +526,48 @@ def read_rcc(data: bytes) -> dict[str, bytes]:
         raise PhotoCorpusError(f"not a valid Qt resource (.rcc) file: {exc}") from exc
 
 
+# --------------------------------------------------------------------------- Eet (Edje) files
+
+_EET_MAGIC = 0x1EE70F42  # EET_MAGIC_FILE2: header, then 6-int directory entries
+_EET_COMPRESSED = 0x01
+
+
+def read_eet(data: bytes) -> dict[str, bytes]:
+    """Return ``{key: content}`` for the uncompressed entries of an Eet file.
+
+    Edje themes (``.edj``) are Eet files; their images are entries named
+    ``edje/images/<n>``, stored as plain JPEG files when the theme was built
+    with lossy ("user") compression, as Enlightenment's backgrounds are.
+    Compressed entries (Edje's own code and collections) are left out: no
+    photo is stored that way.
+
+    Raises:
+        PhotoCorpusError: the data is not an Eet file (or is truncated).
+    """
+    try:
+        magic, entries, _dictionary = struct.unpack_from(">III", data, 0)
+        if magic != _EET_MAGIC:
+            raise ValueError(f"bad magic {magic:#x}")
+        files: dict[str, bytes] = {}
+        for i in range(entries):
+            offset, size, _data_size, name_offset, name_size, flags = struct.unpack_from(">6I", data, 12 + 24 * i)
+            name = data[name_offset : name_offset + name_size].rstrip(b"\0").decode("utf-8")
+            blob = data[offset : offset + size]
+            if len(blob) != size:
+                raise ValueError(f"{name}: truncated")
+            if not flags & _EET_COMPRESSED:
+                files[name] = blob
+        return files
+    except (struct.error, ValueError, UnicodeDecodeError) as exc:
+        raise PhotoCorpusError(f"not a valid Eet (.edj) file: {exc}") from exc
+
+
+def _read_archive(path: Path) -> dict[str, bytes]:
+    """Files inside an archive that entries name members of: ``.edj``/``.eet`` or Qt ``.rcc``."""
+    data = path.read_bytes()
+    return read_eet(data) if path.suffix in (".edj", ".eet") else read_rcc(data)
+
+
 # --------------------------------------------------------------------------- images
 
 
@@ -461,10 +576,11 @@ def prepare_photo(
     max_side: int = 512,
     alpha: str = "bbox",
     background: tuple[int, int, int] = BACKGROUND,
+    rotate: int = 0,
 ) -> Image.Image:
     """Load a photo and return it as an RGB image whose longest side is <= ``max_side``.
 
-    * EXIF orientation is applied.
+    * EXIF orientation is applied, then ``rotate`` degrees clockwise.
     * Images with transparency are handled per ``alpha`` (see
       :class:`PhotoSource`) and then composited onto ``background``; fully
       opaque images are untouched by this step.
@@ -490,6 +606,8 @@ def prepare_photo(
             opened.load()
             im = opened.copy()
     im = ImageOps.exif_transpose(im)
+    if rotate % 360:
+        im = im.rotate(-rotate, expand=True)
 
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
@@ -576,6 +694,34 @@ def _write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
     os.replace(tmp, path)
 
 
+def photo_categories(root: Path) -> dict[str, str]:
+    """Map each photo of a built corpus to its scene category.
+
+    Args:
+        root: corpus directory (the one holding ``manifest.csv``).
+
+    Returns:
+        ``{file: scene_category}`` with ``file`` relative to ``root`` as in the
+        manifest (``test/person_x.jpg``) and the category one of
+        :data:`SCENE_CATEGORIES`.
+
+    Raises:
+        PhotoCorpusError: ``manifest.csv`` is missing or was written before
+            scene categories existed (rebuild with ``autocolor data photos``).
+    """
+    path = Path(root) / "manifest.csv"
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, csv.Error) as exc:
+        raise PhotoCorpusError(f"cannot read {path}: {exc}") from exc
+    if rows and "scene_category" not in rows[0]:
+        raise PhotoCorpusError(
+            f"{path} has no scene_category column: rebuild it with 'autocolor data photos {root}'"
+        )
+    return {row["file"]: row["scene_category"] for row in rows if row.get("file")}
+
+
 # --------------------------------------------------------------------------- build
 
 
@@ -654,7 +800,7 @@ def build_photo_corpus(
                         with Image.open(dest) as done:
                             size = done.size
                     else:
-                        im = prepare_photo(_local_path(root, src), max_side=max_side, alpha=src.alpha)
+                        im = prepare_photo(_local_path(root, src), max_side=max_side, alpha=src.alpha, rotate=src.rotate)
                         _save_jpeg_atomic(im, dest)
                         size = im.size
                 except (OSError, ValueError) as exc:
@@ -695,7 +841,7 @@ def _unpack_members(items: list[PhotoSource], root: Path, package: str, strict: 
     bad: set[tuple[str, str]] = set()
     for archive, wanted in by_archive.items():
         try:
-            content = read_rcc((root / archive).read_bytes())
+            content = _read_archive(root / archive)
         except (OSError, PhotoCorpusError) as exc:
             _problem(f"cannot read {archive} from Debian package {package!r}: {exc}; "
                      f"{len(wanted)} photo(s) skipped", strict)
@@ -725,6 +871,8 @@ def _row(src: PhotoSource, version: str, width: int, height: int) -> dict[str, s
         "width": str(width),
         "height": str(height),
         "copyright": src.copyright,
+        "scene_category": src.scene_category,
+        "people": "1" if src.people else "0",
     }
 
 
