@@ -61,3 +61,17 @@ def test_merge_restores_color_at_full_resolution():
     assert (rgb_to_lab(out)[:, :1] - lab[:, :1]).abs().mean() < 0.5
     exact = merge_l_ab(lab[:, :1], lab[:, 1:])
     assert torch.allclose(exact, rgb, atol=1e-3)
+
+
+def test_fast_merge_matches_the_exact_conversion():
+    import numpy as np
+
+    from autocolor.color import gray_to_l, merge_gray_ab, merge_l_ab
+
+    gray = (np.random.default_rng(0).random((2, 30, 44)) * 65535).astype(np.uint16)
+    ab = torch.randn(2, 2, 8, 11) * 40
+    lightness = gray_to_l(torch.from_numpy(gray.astype(np.float32) / 65535).unsqueeze(1))
+    reference = merge_l_ab(lightness, ab).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(merge_gray_ab(gray, ab, np.uint8) / 255.0, reference, atol=0.51 / 255)
+    np.testing.assert_allclose(merge_gray_ab(gray, ab, np.uint16) / 65535.0, reference, atol=1e-4)
+    np.testing.assert_allclose(merge_gray_ab(gray, ab, np.float32), reference, atol=1e-4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -25,7 +26,7 @@ from autocolor.evaluate import (
 )
 from autocolor.metrics import mean_ciede2000
 from autocolor.models import create_model
-from autocolor.predict import predict_rgb
+from autocolor.pipeline import colorize_gray, to_gray16
 
 SIZES = (32, 64)
 N = 3
@@ -121,7 +122,7 @@ def test_files_written(report):
             assert grid.size == (columns * size + (columns + 1) * 2, N * size + (N + 1) * 2)
 
 
-def test_sweep_matches_predict_rgb(folder_root, model_dirs):
+def test_sweep_runs_the_network_once_and_matches_the_pipeline(folder_root, model_dirs):
     gray = torch.rand(2, 1, 40, 56, generator=torch.Generator().manual_seed(0))
     saturations = [0.0, 0.5, 1.0, 1.5]
     torch.manual_seed(0)
@@ -129,7 +130,8 @@ def test_sweep_matches_predict_rgb(folder_root, model_dirs):
         entry = ModelEntry("m", model, "test")
         swept = colorize_at_saturations(entry, gray, 32, saturations)
         for s, out in zip(saturations, swept):
-            torch.testing.assert_close(out, predict_rgb(model, gray, render_size=32, saturation=s))
+            expected = colorize_gray(model, to_gray16(gray), np.float32, render_size=32, saturation=s)
+            torch.testing.assert_close(out, torch.from_numpy(expected).permute(0, 3, 1, 2))
 
 
 def test_evaluation_is_deterministic(folder_root, model_dirs):

@@ -1,4 +1,4 @@
-"""The Colorizer API and batch runs: every input kind, agreement with predict_rgb, planning and skipping."""
+"""The Colorizer API and batch runs: every input kind, hints, planning and skipping."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ from PIL import Image
 
 import autocolor.inference as inference
 from autocolor.checkpoint import CheckpointError, save_model
-from autocolor.color import gray_to_l, merge_l_ab
+from autocolor.color import gray_to_l
 from autocolor.imageio import ImageError
-from autocolor.inference import Colorizer, colorize_files, merge_to_rgb, plan_jobs
+from autocolor.inference import Colorizer, colorize_files, plan_jobs
 from autocolor.models import create_model
-from autocolor.predict import predict_rgb
 
 
 @pytest.fixture(scope="module")
@@ -36,23 +35,6 @@ def test_default_weights_missing_names_the_path(tmp_path, monkeypatch):
 def test_unknown_backend(model_dir):
     with pytest.raises(ValueError, match="backend"):
         Colorizer.load(model_dir, backend="tensorrt")
-
-
-def test_merge_matches_color_module():
-    gray = (np.random.default_rng(0).random((2, 30, 44)) * 65535).astype(np.uint16)
-    ab = torch.randn(2, 2, 8, 11) * 40
-    lightness = gray_to_l(torch.from_numpy(gray.astype(np.float32) / 65535).unsqueeze(1))
-    reference = merge_l_ab(lightness, ab).clamp(0, 1).permute(0, 2, 3, 1).numpy()
-    np.testing.assert_allclose(merge_to_rgb(gray, ab, np.uint8) / 255.0, reference, atol=0.51 / 255)
-    np.testing.assert_allclose(merge_to_rgb(gray, ab, np.uint16) / 65535.0, reference, atol=1e-4)
-    np.testing.assert_allclose(merge_to_rgb(gray, ab, np.float32), reference, atol=1e-4)
-
-
-def test_agrees_with_predict_rgb(colorizer):
-    gray = photo(64, 96)
-    ours = colorizer.colorize(gray).astype(np.float32) / 255.0
-    reference = predict_rgb(colorizer.model, torch.from_numpy(gray / 255.0).float()[None, None])[0]
-    np.testing.assert_allclose(ours, reference.permute(1, 2, 0).numpy(), atol=1.5 / 255)
 
 
 @pytest.mark.parametrize(
@@ -98,7 +80,7 @@ def test_color_input_warns_or_is_kept(model_dir):
     assert colorizer.colorize(color, keep_color=True) is color
 
 
-def test_rgb_models_go_through_predict_rgb(tmp_path):
+def test_rgb_models_colorize_through_the_same_api(tmp_path):
     save_model(create_model("cae"), tmp_path / "cae")
     out = Colorizer.load(tmp_path / "cae").colorize(photo())
     assert out.shape == (40, 56, 3)

@@ -171,8 +171,8 @@ def simulate_guide(
     Args:
         lightness: ``(B, 1, H, W)`` L; ab: ``(B, 2, H, W)`` true ab (Lab units).
     """
-    b, _, h, w = ab.shape
-    hint_ab, hint_mask, references, has_reference = [], [], [], []
+    _, _, h, w = ab.shape
+    hint_ab, hint_mask, has_reference = [], [], []
     for i, gen in enumerate(gens):
         u = torch.rand(2, generator=gen).tolist()
         n = 0 if u[0] < sampling.p_none else _geometric(sampling.p_more, sampling.max_points, gen)
