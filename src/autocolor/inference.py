@@ -341,6 +341,7 @@ def colorize_files(
     workers: int = 2,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    hints: Hints | None = None,
 ) -> Summary:
     """Colorize ``jobs``, skipping targets that exist unless ``overwrite``.
 
@@ -348,7 +349,8 @@ def colorize_files(
     (Pillow, numpy and torch release the GIL, so threads overlap on a CPU
     without pickling images between processes). Consecutive images of one
     size and sample type are batched. Each failure is logged as
-    ``path: reason`` and the run goes on.
+    ``path: reason`` and the run goes on. ``hints`` apply to every photo
+    (a reference photo for a whole album; points must fit each photo).
     """
     from tqdm import tqdm
 
@@ -428,7 +430,7 @@ def colorize_files(
             if not batch:
                 continue
             try:
-                results = colorizer.colorize_pixels([b.pixels for b in batch], render_size, saturation)
+                results = colorizer.colorize_pixels([b.pixels for b in batch], render_size, saturation, hints)
             except (RuntimeError, ValueError, MemoryError) as exc:
                 for item in batch:
                     fail(item.job, f"colorizing failed ({type(exc).__name__}: {exc})")
