@@ -116,6 +116,10 @@ def resolve_model(spec: str, device: torch.device | str = "cpu") -> ModelEntry:
         raise EvaluationError(f"bad model spec {spec!r}: use grey, default, a model folder, or LABEL=FOLDER")
     if location in (GREY, "gray"):
         return ModelEntry(label, None, "grey copy (gray input repeated to RGB)")
+    if location == "levin":
+        from autocolor.models import create_model
+
+        return ModelEntry(label, create_model("levin"), "Levin et al. 2004 optimization (hints only, no learning)")
     path = Path(location).expanduser()
     if not path.exists() and "/" not in location:
         shipped = shipped_weights_dir(location)
