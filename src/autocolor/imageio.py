@@ -161,12 +161,15 @@ def _normalize_mode(image: Image.Image, notes: list[str]) -> Image.Image:
 class Pixels:
     """An image taken apart for colorizing.
 
-    gray: ``(H, W)`` uint16, Rec. 601 luma of the input times 65535 (16 bits
-        hold any 8- or 16-bit input exactly and index lookup tables directly).
+    gray: ``(H, W)`` uint16, C-ordered, Rec. 601 luma of the input times
+        65535 (16 bits hold any 8- or 16-bit input exactly and index lookup
+        tables directly).
     alpha: ``(H, W)`` in ``dtype``, or None.
-    dtype: the sample type results are written in (uint8, uint16 or float32).
+    dtype: the sample type results are computed and written in (uint8, uint16 or float32).
     color: the input had color (its gray was computed here).
     rgb: the input's own RGB ``(H, W, 3)`` in ``dtype`` when it had color.
+    given: the caller's own sample type (float64, bool, big-endian uint16, ...),
+        which :func:`as_given_dtype` turns results back into.
     """
 
     gray: np.ndarray
@@ -174,6 +177,7 @@ class Pixels:
     dtype: np.dtype
     color: bool
     rgb: np.ndarray | None = field(default=None, repr=False)
+    given: np.dtype | None = None
 
 
 def pil_to_array(image: Image.Image) -> np.ndarray:
@@ -189,38 +193,67 @@ def _scale(dtype: np.dtype) -> float:
     return {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(np.dtype(dtype), 1.0)
 
 
-def split_pixels(array: np.ndarray) -> Pixels:
-    """Split ``(H, W)``, ``(H, W, 1|2|3|4)`` uint8, uint16 or float ([0, 1]) samples.
+def split_pixels(array: np.ndarray, max_pixels: int | None = None) -> Pixels:
+    """Split ``(H, W)``, ``(H, W, 1|2|3|4)`` uint8, uint16 (either byte order),
+    float ([0, 1]) or bool samples, of any memory layout.
 
     Two and four channels carry alpha last. Color inputs are turned into gray
     with :func:`autocolor.color.rgb_to_gray`, the one definition of gray.
+    Floats above 1 (0..255 values, most likely) are clipped to white, with a warning.
+
+    Raises:
+        ImageError: another shape or sample type, no pixels, or more than
+            ``max_pixels`` pixels (checked before anything is copied).
     """
     array = np.asarray(array)
+    given = array.dtype
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
         raise ImageError(f"expected an (H, W) or (H, W, 1|2|3|4) array, got shape {array.shape}")
-    if array.shape[0] < 1 or array.shape[1] < 1:
+    h, w = array.shape[:2]
+    if h < 1 or w < 1:
         raise ImageError(f"empty image of shape {array.shape}")
-    if array.dtype == np.uint8 or array.dtype == np.uint16:
+    if max_pixels is not None and h * w > max_pixels:
+        raise ImageError(f"{w}x{h} is {h * w / 1e6:.1f} MP, over the limit of {max_pixels / 1e6:g} MP "
+                         "(pass a larger max_pixels if the image is genuine)")
+    if given.kind == "u" and given.itemsize in (1, 2):
+        array = array.astype(given.newbyteorder("="), copy=False)  # big-endian samples in native order
         dtype = array.dtype
-    elif np.issubdtype(array.dtype, np.floating) or array.dtype == bool:
+    elif given.kind == "f" or given == bool:
         dtype = np.dtype(np.float32)
         array = array.astype(np.float32, copy=False)
+        peak = float(np.fmax.reduce(array, axis=None))  # NaN-blind, without a copy
+        if peak == np.inf:  # infinities are clipped like NaN; only finite values say what scale was meant
+            peak = float(np.fmax.reduce(array[np.isfinite(array)], initial=0.0))
+        if peak > 1.0:
+            warnings.warn(f"float samples go up to {peak:g}, but floats are read in [0, 1]: values above 1 "
+                          "come out white (divide 0..255 values by 255 first)", stacklevel=3)
     else:
-        raise ImageError(f"unsupported sample type {array.dtype} (use uint8, uint16 or float in [0, 1])")
+        raise ImageError(f"unsupported sample type {given} (use uint8, uint16, bool or float in [0, 1])")
     channels = array.shape[2]
-    alpha = array[:, :, -1].copy() if channels in (2, 4) else None
+    alpha = np.ascontiguousarray(array[:, :, -1]) if channels in (2, 4) else None
     color_part = array[:, :, :3] if channels >= 3 else array[:, :, :1]
     if color_part.shape[2] == 1:
-        return Pixels(to_uint16(color_part[:, :, 0]), alpha, dtype, False)
+        return Pixels(np.ascontiguousarray(to_uint16(color_part[:, :, 0])), alpha, dtype, False, given=given)
     scale = 1.0 / _scale(dtype)
     rgb = torch.from_numpy(np.require(color_part, requirements=["C", "W"])).permute(2, 0, 1).float() * scale  # (3, H, W)
     spread = (rgb.amax(dim=0) - rgb.amin(dim=0)).max().item()
-    gray = to_uint16(rgb_to_gray(rgb)[0].numpy())
+    gray = np.ascontiguousarray(to_uint16(rgb_to_gray(rgb)[0].numpy()))
     if spread <= _COLOR_TOLERANCE:
-        return Pixels(gray, alpha, dtype, False)
-    return Pixels(gray, alpha, dtype, True, rgb=np.ascontiguousarray(color_part))
+        return Pixels(gray, alpha, dtype, False, given=given)
+    return Pixels(gray, alpha, dtype, True, rgb=np.ascontiguousarray(color_part), given=given)
+
+
+def as_given_dtype(samples: np.ndarray, pixels: Pixels) -> np.ndarray:
+    """Results ``(H, W, C)`` of ``pixels`` in the sample type the caller gave
+    (bool is True from 0.5 up); samples already in it are returned as they are."""
+    given = pixels.given
+    if given is None or given == samples.dtype:
+        return samples
+    if given == bool:
+        return samples >= 0.5
+    return samples.astype(given)
 
 
 def join_alpha(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:

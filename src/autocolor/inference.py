@@ -42,6 +42,7 @@ from autocolor.imageio import (
     ImageError,
     Pixels,
     array_to_pil,
+    as_given_dtype,
     join_alpha,
     output_format_for,
     pil_to_array,
@@ -255,7 +256,7 @@ class Colorizer:
         if isinstance(img, (str, os.PathLike)):
             img = read_image(img, max_pixels)[0]
         as_pil = isinstance(img, Image.Image)
-        pixels = split_pixels(pil_to_array(img) if as_pil else img)
+        pixels = split_pixels(pil_to_array(img) if as_pil else img, max_pixels)
         if pixels.color and keep_color:
             return img
         if pixels.color and not self._warned_color:
@@ -263,7 +264,7 @@ class Colorizer:
                           stacklevel=2)
             self._warned_color = True
         (result,) = self.colorize_pixels([pixels], render_size, saturation)
-        return array_to_pil(result) if as_pil else result
+        return array_to_pil(result) if as_pil else as_given_dtype(result, pixels)
 
 
 def _from_unit(rgb: np.ndarray, dtype: np.dtype) -> np.ndarray:
