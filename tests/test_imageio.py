@@ -196,3 +196,23 @@ def test_save_into_unwritable_folder(tmp_path):
 def test_encode_unknown_format():
     with pytest.raises(ImageError, match="unknown output format"):
         encode_image(np.zeros((2, 2, 3), np.uint8), "gif")
+
+
+def test_reading_leaves_pillows_limit_alone(tmp_path, monkeypatch):
+    # An application that imports autocolor keeps its own bomb limit; our reads
+    # (here of images over it, in threads, as the batch decodes) never change it.
+    from concurrent.futures import ThreadPoolExecutor
+
+    for suffix in ("png", "tif", "gif", "jpg"):
+        Image.fromarray(gradient(100, 100)).save(tmp_path / f"a.{suffix}")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4000)
+    with ThreadPoolExecutor(8) as pool:
+        shapes = list(pool.map(lambda p: load_image(p, max_pixels=50_000).size,
+                               sorted(tmp_path.iterdir()) * 8))
+    assert shapes == [(100, 100)] * 32
+    assert read_image(tmp_path / "a.tif", max_pixels=10**9)[0].size == (100, 100)
+    assert Image.MAX_IMAGE_PIXELS == 4000
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(tmp_path / "a.png")  # still refused elsewhere in the process
+    with pytest.raises(ImageError, match="over the limit"):
+        read_image(tmp_path / "a.png", max_pixels=9_999)

@@ -15,14 +15,17 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
+import threading
 import warnings
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from autocolor.color import rgb_to_gray
 
@@ -60,14 +63,118 @@ def output_format_for(path: Path, requested: str | None = None) -> str:
     return _FORMAT_OF_SUFFIX.get(Path(path).suffix.lower(), "png")
 
 
+# ---------------------------------------------------------------- opening
+
+
+def _check_file(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImageError(f"cannot read ({exc.strerror or exc})") from exc
+    if path.is_dir():
+        raise ImageError("is a folder, not an image")
+    if size == 0:
+        raise ImageError("empty file (0 bytes)")
+    return path
+
+
+def _identify(path: Path) -> ImageFile.ImageFile:
+    """:func:`PIL.Image.open` without its bomb check: Pillow's plugins, tried in its order.
+
+    That check compares against ``Image.MAX_IMAGE_PIXELS``, a setting of the
+    whole process that an application importing us may have chosen; we apply
+    our own limit instead of changing it.
+    """
+    with open(path, "rb") as f:
+        prefix = f.read(16)
+    tried: set[str] = set()
+    for register in (Image.preinit, Image.init):
+        register()
+        for name in [n for n in Image.ID if n not in tried]:
+            tried.add(name)
+            factory, accept = Image.OPEN[name]
+            verdict = accept(prefix) if accept else True
+            if not verdict or isinstance(verdict, str):  # a string says why it is not this format
+                continue
+            try:
+                return factory(path, None)
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue  # not this format after all, as Image.open does
+    raise UnidentifiedImageError(str(path))
+
+
+def _open(path: Path, max_pixels: int) -> ImageFile.ImageFile:
+    """The opened, not yet decoded file, refused from its header when over ``max_pixels``."""
+    im = _identify(path)
+    w, h = im.size
+    if w * h > max_pixels:
+        im.close()
+        raise ImageError(
+            f"{w}x{h} is {w * h / 1e6:.1f} MP, over the limit of {max_pixels / 1e6:g} MP "
+            "(a decompression bomb? raise --max-pixels if the image is genuine)"
+        )
+    return im
+
+
+class _PillowLimit:
+    """Lifts Pillow's own pixel limit while an image we have already checked decodes.
+
+    Pillow checks the size again inside TIFF and GIF decoding, against
+    ``Image.MAX_IMAGE_PIXELS``; an image between that and our limit would warn
+    or fail there. The decodes that need more hold the limit lifted together,
+    and the last one out puts back the value it had, so nothing outlives a
+    read and threads cannot leave it changed.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._saved: int | None = None
+
+    @contextmanager
+    def allowing(self, pixels: int) -> Iterator[None]:
+        with self._lock:
+            limit = self._saved if self._holders else Image.MAX_IMAGE_PIXELS
+            lift = limit is not None and pixels > limit
+            if lift:
+                if not self._holders:
+                    self._saved = Image.MAX_IMAGE_PIXELS
+                self._holders += 1
+                Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, pixels)
+        try:
+            yield
+        finally:
+            if lift:
+                with self._lock:
+                    self._holders -= 1
+                    if not self._holders:
+                        Image.MAX_IMAGE_PIXELS = self._saved
+
+
+_PILLOW_LIMIT = _PillowLimit()
+
+
+@contextmanager
+def _as_image_errors(max_pixels: int) -> Iterator[None]:
+    """Pillow's many ways of saying a file is bad, as one-line :class:`ImageError`."""
+    try:
+        yield
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"refused: over the pixel limit of {max_pixels / 1e6:g} MP, a decompression bomb? ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError("not an image Pillow can identify (wrong extension, or not an image at all)") from exc
+    except (OSError, SyntaxError, ValueError, struct.error, EOFError, IndexError, Warning) as exc:
+        # Warning: Pillow warns about corrupt metadata, and ``-W error`` makes that an exception.
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if "truncated" in reason:
+            raise ImageError(f"truncated file ({reason})") from exc
+        raise ImageError(f"corrupt or unsupported image ({reason})") from exc
+
+
 # ---------------------------------------------------------------- reading
-
-
-def _allow_pixels(max_pixels: int) -> None:
-    # Pillow's own bomb guard raises at twice its limit inside Image.open, before
-    # we can apply ours; lift it (never lower it) so our limit is the one that counts.
-    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
-        Image.MAX_IMAGE_PIXELS = max_pixels
 
 
 def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, list[str]]:
@@ -82,51 +189,29 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         ImageError: the file is missing, empty, not an image, truncated,
             corrupt, or has more than ``max_pixels`` pixels.
     """
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise ImageError(f"cannot read ({exc.strerror or exc})") from exc
-    if path.is_dir():
-        raise ImageError("is a folder, not an image")
-    if size == 0:
-        raise ImageError("empty file (0 bytes)")
-    _allow_pixels(max_pixels)
+    path = _check_file(path)
     notes: list[str] = []
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise ImageError(
-                        f"{w}x{h} is {w * h / 1e6:.1f} MP, over the limit of {max_pixels / 1e6:g} MP "
-                        "(a decompression bomb? raise --max-pixels if the image is genuine)"
-                    )
-                frames = getattr(im, "n_frames", 1)
-                if frames > 1:
-                    notes.append(f"animated ({frames} frames): colorizing the first frame only")
-                im.seek(0)
-                im.load()
-                image = ImageOps.exif_transpose(im) or im.copy()
-    except ImageError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"refused: over the pixel limit of {max_pixels / 1e6:g} MP, a decompression bomb? ({exc})") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageError("not an image Pillow can identify (wrong extension, or not an image at all)") from exc
-    except (OSError, SyntaxError, ValueError, struct.error, EOFError, IndexError, Warning) as exc:
-        # Warning: Pillow warns about corrupt metadata, and ``-W error`` makes that an exception.
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        if "truncated" in reason:
-            raise ImageError(f"truncated file ({reason})") from exc
-        raise ImageError(f"corrupt or unsupported image ({reason})") from exc
+    with _as_image_errors(max_pixels):
+        with _open(path, max_pixels) as im, _PILLOW_LIMIT.allowing(im.width * im.height):
+            image = _load_upright(im, notes)
     return _normalize_mode(image, notes), notes
 
 
 def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """:func:`read_image` without the notes: an upright image ready for colorizing."""
     return read_image(path, max_pixels)[0]
+
+
+def _load_upright(im: ImageFile.ImageFile, notes: list[str], rawmode: str | None = None) -> Image.Image:
+    """Decode the first frame (unpacking it as ``rawmode`` if given) and apply its EXIF orientation."""
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+        notes.append(f"animated ({frames} frames): colorizing the first frame only")
+    im.seek(0)
+    if rawmode is not None:
+        im.tile = [_with_rawmode(tile, rawmode) for tile in im.tile]
+    im.load()
+    return ImageOps.exif_transpose(im) or im.copy()
 
 
 def _normalize_mode(image: Image.Image, notes: list[str]) -> Image.Image:
