@@ -99,3 +99,24 @@ def test_export_and_onnxruntime_backend(model_dir, tmp_path, capsys):
             "--backend", "onnxruntime", "--format", "jpg", "--no-progress"]
     assert main(args) == 0
     assert Image.open(tmp_path / "out" / "a.jpg").size == (60, 40)
+
+
+def test_deep_color_and_transparency_survive_the_cli(model_dir, tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    from test_imageio import deep_samples_files, transparent_files  # pytest puts tests/ on the path
+
+    inputs = tmp_path / "in"
+    deep = deep_samples_files(inputs)
+    holes = transparent_files(inputs)
+    out = tmp_path / "out"
+    assert main(["colorize", str(inputs), "-o", str(out), "--model", str(model_dir), "--no-progress"]) == 0
+    for name, samples in deep.items():
+        back = cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
+        assert back.dtype == np.uint16, name
+        if samples.shape[2] in (2, 4):
+            np.testing.assert_array_equal(back[:, :, 3], samples[:, :, -1])  # 16-bit alpha, exactly
+    for name, transparent in holes.items():
+        with Image.open((out / name).with_suffix(".png")) as im:  # GIF comes out as PNG
+            assert im.mode == "RGBA", name
+            alpha = np.asarray(im)[:, :, 3]
+        np.testing.assert_array_equal(alpha == 0, transparent, err_msg=name)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 import tempfile
 import threading
 import warnings
@@ -177,13 +178,28 @@ def _as_image_errors(max_pixels: int) -> Iterator[None]:
 # ---------------------------------------------------------------- reading
 
 
+@dataclass(frozen=True)
+class Photo:
+    """A decoded file.
+
+    samples: ``(H, W)`` or ``(H, W, 2|3|4)`` (alpha last), upright, at the
+        file's own depth: uint8, uint16 (16-bit gray, 48-bit RGB, 64-bit RGBA,
+        32-bit LA) or float32 (float TIFFs).
+    notes: things worth telling the user (first frame of an animation, CMYK).
+    """
+
+    samples: np.ndarray
+    notes: tuple[str, ...]
+
+
 def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, list[str]]:
     """Decode ``path`` into an upright image plus notes worth telling the user.
 
     The pixel count is checked from the header, before decoding. EXIF
     orientation is applied; an animated file gives its first frame; palette,
     CMYK and other modes become "L", "LA", "RGB" or "RGBA"; 16-bit gray stays
-    "I;16"; float TIFFs stay "F".
+    "I;16"; float TIFFs stay "F". Pillow holds 8 bits per color channel, so
+    48- and 64-bit color comes out at 8 bits here; :func:`read_photo` keeps 16.
 
     Raises:
         ImageError: the file is missing, empty, not an image, truncated,
@@ -195,6 +211,33 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         with _open(path, max_pixels) as im, _PILLOW_LIMIT.allowing(im.width * im.height):
             image = _load_upright(im, notes)
     return _normalize_mode(image, notes), notes
+
+
+def read_photo(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
+    """Decode ``path`` into samples at its own depth, and notes.
+
+    As :func:`read_image`, but 48-bit RGB, 64-bit RGBA and 32-bit LA files give
+    16-bit samples, and a transparent color (PNG's tRNS, GIF's) becomes an
+    alpha channel.
+
+    Raises:
+        ImageError: as :func:`read_image`.
+    """
+    path = _check_file(path)
+    notes: list[str] = []
+    with _as_image_errors(max_pixels):
+        with _open(path, max_pixels) as im, _PILLOW_LIMIT.allowing(im.width * im.height):
+            halves = _DEEP_RAWMODES.get(_rawmode(im))
+            if halves is None:
+                samples = pil_to_array(_normalize_mode(_load_upright(im, notes), notes))
+            else:
+                high = low = _load_upright(im, notes, halves[0])
+                if halves[1] != halves[0]:
+                    with _open(path, max_pixels) as again:
+                        low = _load_upright(again, [], halves[1])
+                samples = _join_bytes(np.asarray(high), np.asarray(low), halves)
+                samples = _with_transparent_color(samples, high.info.get("transparency"))
+    return Photo(samples, tuple(notes))
 
 
 def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -212,6 +255,40 @@ def _load_upright(im: ImageFile.ImageFile, notes: list[str], rawmode: str | None
         im.tile = [_with_rawmode(tile, rawmode) for tile in im.tile]
     im.load()
     return ImageOps.exif_transpose(im) or im.copy()
+
+
+# Pillow's unpackers for 16-bit color keep one byte of each sample. Its decoders
+# still undo the PNG filters and TIFF compression on whole samples, so unpacking
+# the same file twice, once keeping each byte, loses nothing. 32-bit LA is
+# unpacked once as "RGBA": its four bytes as they are.
+# rawmode read from the file -> (rawmode giving the high bytes, rawmode giving the low bytes)
+_NATIVE = "L" if sys.byteorder == "little" else "B"
+_DEEP_RAWMODES: dict[str, tuple[str, str]] = {
+    f"{base};16{order}": (f"{base};16{order}", f"{base};16{'B' if order == 'L' else 'L'}")
+    for base in ("RGB", "RGBA")
+    for order in ("B", "L")
+}
+_DEEP_RAWMODES.update({f"{base};16N": _DEEP_RAWMODES[f"{base};16{_NATIVE}"] for base in ("RGB", "RGBA")})
+_DEEP_RAWMODES["LA;16B"] = ("RGBA", "RGBA")
+
+
+def _rawmode(im: ImageFile.ImageFile) -> str | None:
+    rawmodes = {tile[3] if isinstance(tile[3], str) else tile[3][0] for tile in im.tile if tile[3]}
+    return rawmodes.pop() if len(rawmodes) == 1 else None
+
+
+def _with_rawmode(tile: tuple, rawmode: str) -> tuple:
+    args = tile[3]
+    args = rawmode if isinstance(args, str) else (rawmode, *args[1:])
+    return tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args)
+
+
+def _join_bytes(high: np.ndarray, low: np.ndarray, halves: tuple[str, str]) -> np.ndarray:
+    """``(H, W, C)`` uint16 samples from the two 8-bit unpackings of one file."""
+    if halves == ("RGBA", "RGBA"):  # 32-bit LA: (L high, L low, A high, A low)
+        deep = high.astype(np.uint16)
+        return np.stack([deep[..., 0] << 8 | deep[..., 1], deep[..., 2] << 8 | deep[..., 3]], axis=-1)
+    return high.astype(np.uint16) << 8 | low
 
 
 def _normalize_mode(image: Image.Image, notes: list[str]) -> Image.Image:
@@ -237,6 +314,20 @@ def _normalize_mode(image: Image.Image, notes: list[str]) -> Image.Image:
     if mode == "CMYK":
         notes.append("CMYK: converted to RGB")
     return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX
+
+
+def _with_transparent_color(samples: np.ndarray, color) -> np.ndarray:
+    """Gray or RGB samples whose file names one color transparent (PNG's tRNS,
+    GIF's transparent index) gain an alpha channel: 0 there, opaque elsewhere."""
+    if color is None or samples.dtype not in (np.uint8, np.uint16):
+        return samples
+    channels = 1 if samples.ndim == 2 else samples.shape[2]
+    key = np.atleast_1d(np.asarray(color))
+    if channels not in (1, 3) or key.shape != (channels,) or not np.issubdtype(key.dtype, np.integer):
+        return samples
+    match = samples == key[0] if samples.ndim == 2 else (samples == key).all(axis=2)
+    alpha = np.where(match, 0, np.iinfo(samples.dtype).max).astype(samples.dtype)
+    return np.dstack([samples, alpha])
 
 
 # ---------------------------------------------------------------- pixels
@@ -266,12 +357,15 @@ class Pixels:
 
 
 def pil_to_array(image: Image.Image) -> np.ndarray:
-    """``(H, W)`` or ``(H, W, C)`` samples of a normalized image, uint8/uint16/float32."""
+    """``(H, W)`` or ``(H, W, C)`` samples of a normalized image, uint8/uint16/float32.
+
+    A transparent color (PNG's tRNS, GIF's transparent index) becomes an alpha channel.
+    """
     image = _normalize_mode(image, [])
     array = np.asarray(image)
     if image.mode == "I;16":
         array = array.astype(np.uint16, copy=False)
-    return array
+    return _with_transparent_color(array, image.info.get("transparency"))
 
 
 def _scale(dtype: np.dtype) -> float:

@@ -47,6 +47,7 @@ from autocolor.imageio import (
     output_format_for,
     pil_to_array,
     read_image,
+    read_photo,
     save_image,
     split_pixels,
 )
@@ -382,8 +383,8 @@ class _Decoded:
 
 def _decode(job: Job, max_pixels: int) -> _Decoded:
     try:
-        image, notes = read_image(job.source, max_pixels)
-        return _Decoded(job, split_pixels(pil_to_array(image)), notes)
+        photo = read_photo(job.source, max_pixels)
+        return _Decoded(job, split_pixels(photo.samples), list(photo.notes))
     except ImageError as exc:
         return _Decoded(job, error=str(exc))
     except MemoryError:
