@@ -198,6 +198,9 @@ def test_encode_unknown_format():
         encode_image(np.zeros((2, 2, 3), np.uint8), "gif")
 
 
+# ---------------------------------------------------------------- depth, transparency, Pillow's settings, arrays
+
+
 def png_bytes(samples: np.ndarray, color_type: int, trns: bytes | None = None, bits: int = 16) -> bytes:
     """A PNG written by hand (Pillow cannot write 16-bit color): filter 0, one IDAT."""
     import struct
@@ -311,3 +314,57 @@ def test_reading_leaves_pillows_limit_alone(tmp_path, monkeypatch):
         Image.open(tmp_path / "a.png")  # still refused elsewhere in the process
     with pytest.raises(ImageError, match="over the limit"):
         read_image(tmp_path / "a.png", max_pixels=9_999)
+
+
+def test_metadata_written_in_each_format(tmp_path):
+    # What read_photo finds comes back out of save_image; the CLI tests cover the batch.
+    from autocolor.imageio import Metadata, read_photo
+
+    from test_cli_colorize import CAPTION, IPTC, XMP, archive_exif, srgb_profile
+
+    meta = Metadata(exif=archive_exif(orientation=8).tobytes(), icc_profile=srgb_profile(), dpi=(600.0, 600.0),
+                    xmp=XMP, iptc=IPTC)
+    rgb = np.dstack([gradient()] * 3)
+    for fmt in ("jpg", "png", "tiff", "webp"):
+        save_image(rgb, tmp_path / f"out.{fmt}", fmt, metadata=meta)
+        back = read_photo(tmp_path / f"out.{fmt}").metadata
+        assert back.icc_profile == meta.icc_profile and CAPTION.encode() in back.xmp, fmt
+        assert b"autocolor" in back.xmp and back.xmp.count(b"<rdf:li rdf:parseType") == 1
+        exif = Image.Exif()
+        exif.load(back.exif)
+        assert exif[0x010E] == CAPTION and exif[0x0112] == 1 and exif[0x0131].startswith("autocolor "), fmt
+        assert back.dpi == (600.0, 600.0) or (fmt == "webp" and back.dpi is None)
+        assert back.iptc == (IPTC if fmt != "webp" else b""), fmt
+    # A second pass appends to the history instead of starting another one.
+    save_image(rgb, tmp_path / "again.png", "png", metadata=read_photo(tmp_path / "out.png").metadata)
+    assert read_photo(tmp_path / "again.png").metadata.xmp.count(b"<rdf:li rdf:parseType") == 2
+
+
+def test_gray_icc_profile_and_broken_xmp(tmp_path):
+    from PIL import ImageCms
+
+    from autocolor.imageio import Metadata, read_photo
+
+    lab_profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    Image.fromarray(gradient()).save(tmp_path / "a.jpg", icc_profile=lab_profile, xmp=b"<not xml")
+    meta = read_photo(tmp_path / "a.jpg").metadata
+    assert meta.icc_profile == b"" and meta.xmp == b"<not xml"  # a Lab profile cannot describe RGB output
+    save_image(np.dstack([gradient()] * 3), tmp_path / "b.jpg", metadata=meta)
+    assert Image.open(tmp_path / "b.jpg").info["xmp"] == b"<not xml"  # copied as it was, not mangled
+    assert read_photo(tmp_path / "b.jpg").metadata.exif != Metadata().exif  # autocolor's Software tag
+    Image.fromarray(gradient()).save(tmp_path / "plain.tif")
+    assert read_photo(tmp_path / "plain.tif").metadata.dpi is None  # not Pillow's stand-in (1, 1)
+
+
+def test_unwritable_metadata_is_one_line(tmp_path, monkeypatch):
+    import autocolor.imageio as imageio
+
+    def broken(fmt, metadata, size, history):
+        if metadata is not None:
+            raise TypeError("unknown EXIF type")
+        return {}
+
+    monkeypatch.setattr(imageio, "_save_options", broken)
+    with pytest.raises(ImageError, match=r"cannot write its metadata \(unknown EXIF type\); --strip-metadata"):
+        save_image(np.zeros((4, 4, 3), np.uint8), tmp_path / "a.png", metadata=imageio.Metadata())
+    assert list(tmp_path.iterdir()) == []

@@ -1,18 +1,24 @@
-"""Reading and writing photos: every odd file a user may hand us, and atomic writes.
+"""Reading and writing photos: every odd file a user may hand us, their metadata, and atomic writes.
 
 :func:`read_image` turns any supported file into an upright Pillow image in a
 small set of modes ("L", "LA", "RGB", "RGBA", "I;16", "F"), or raises
-:class:`ImageError` with a one-line reason. :func:`split_pixels` turns such an
-image (or a numpy array) into what the colorizer needs: Rec. 601 gray in
-[0, 1], the alpha channel, and the sample type to write back.
-:func:`save_image` writes to a temporary name and renames, so an interrupted
-run never leaves half an image under the final name; 16-bit results stay
-16-bit in PNG and TIFF.
+:class:`ImageError` with a one-line reason; :func:`read_photo` gives numpy
+samples at the file's own depth (16-bit color too) with its :class:`Metadata`
+(EXIF, ICC profile, dpi, XMP, IPTC). :func:`split_pixels` turns samples (or a
+caller's array) into what the colorizer needs: Rec. 601 gray, the alpha
+channel, and the sample type to write back. :func:`save_image` writes the
+metadata back where the format has room, to a temporary name then renamed,
+so an interrupted run never leaves half an image under the final name;
+16-bit results stay 16-bit in PNG and TIFF. Nothing here changes Pillow's
+settings for the rest of the process.
 """
 
 from __future__ import annotations
 
+import io
+import math
 import os
+import re
 import struct
 import sys
 import tempfile
@@ -21,13 +27,17 @@ import warnings
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Callable, Iterator
+from xml.etree import ElementTree
+from xml.sax.saxutils import escape as xml_escape
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, IptcImagePlugin, PngImagePlugin, TiffImagePlugin, TiffTags, UnidentifiedImageError
 
+from autocolor import __version__
 from autocolor.color import rgb_to_gray
 
 # 100 MP is a 12,000 x 8,000 scan; decoding and colorizing it needs a few GB.
@@ -185,10 +195,12 @@ class Photo:
     samples: ``(H, W)`` or ``(H, W, 2|3|4)`` (alpha last), upright, at the
         file's own depth: uint8, uint16 (16-bit gray, 48-bit RGB, 64-bit RGBA,
         32-bit LA) or float32 (float TIFFs).
+    metadata: what the file says about itself, to be written into the outputs.
     notes: things worth telling the user (first frame of an animation, CMYK).
     """
 
     samples: np.ndarray
+    metadata: "Metadata"
     notes: tuple[str, ...]
 
 
@@ -214,11 +226,13 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
 
 
 def read_photo(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
-    """Decode ``path`` into samples at its own depth, and notes.
+    """Decode ``path`` into samples at its own depth, its metadata and notes.
 
     As :func:`read_image`, but 48-bit RGB, 64-bit RGBA and 32-bit LA files give
-    16-bit samples, and a transparent color (PNG's tRNS, GIF's) becomes an
-    alpha channel.
+    16-bit samples, a transparent color (PNG's tRNS, GIF's) becomes an alpha
+    channel, and the metadata that outputs can carry is read (see
+    :class:`Metadata`). Unreadable metadata is left behind with a note; it
+    never costs the pixels.
 
     Raises:
         ImageError: as :func:`read_image`.
@@ -237,7 +251,8 @@ def read_photo(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
                         low = _load_upright(again, [], halves[1])
                 samples = _join_bytes(np.asarray(high), np.asarray(low), halves)
                 samples = _with_transparent_color(samples, high.info.get("transparency"))
-    return Photo(samples, tuple(notes))
+            metadata = read_metadata(im, notes)
+    return Photo(samples, metadata, tuple(notes))
 
 
 def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -328,6 +343,245 @@ def _with_transparent_color(samples: np.ndarray, color) -> np.ndarray:
     match = samples == key[0] if samples.ndim == 2 else (samples == key).all(axis=2)
     alpha = np.where(match, 0, np.iinfo(samples.dtype).max).astype(samples.dtype)
     return np.dstack([samples, alpha])
+
+
+# ---------------------------------------------------------------- metadata
+
+SOFTWARE = f"autocolor {__version__}"
+
+_ORIENTATION, _SOFTWARE, _EXIF_IFD, _GPS_IFD, _INTEROP_IFD = 0x0112, 0x0131, 0x8769, 0x8825, 0xA005
+_X_RESOLUTION, _Y_RESOLUTION, _RESOLUTION_UNIT = 282, 283, 296
+_PIXEL_X, _PIXEL_Y, _MAKER_NOTE = 0xA002, 0xA003, 0x927C
+_XMP_TAG, _IPTC_TAG, _PHOTOSHOP_TAG, _ICC_TAG = 700, 33723, 34377, 34675
+# Tags that describe how a file lays out its own pixels (a TIFF's first IFD is
+# also its EXIF), or that are carried on their own: never copied as EXIF.
+_LAYOUT_TAGS = frozenset(
+    {254, 255, 256, 257, 258, 259, 262, 263, 264, 265, 266, 269, 273, 277, 278, 279, 280, 281, 284, 290, 291,
+     292, 293, 296, 297, 301, 317, 318, 319, 320, 321, 322, 323, 324, 325, 330, 332, 338, 339, 340, 341, 347,
+     512, 513, 514, 515, 517, 518, 519, 520, 521, 529, 530, 531, 532, 282, 283,
+     _XMP_TAG, _IPTC_TAG, _PHOTOSHOP_TAG, _ICC_TAG, 37724}  # 37724: Photoshop's layers of the old pixels
+)
+_JPEG_SEGMENT = 65533  # bytes a JPEG marker segment holds after its length
+_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+_XMP_MM = "http://ns.adobe.com/xap/1.0/mm/"
+_ST_EVT = "http://ns.adobe.com/xap/1.0/sType/ResourceEvent#"
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What a photo says about itself, carried from the file read into the files written.
+
+    exif: EXIF as :meth:`PIL.Image.Exif.tobytes` writes it, without the tags
+        that describe the input file's own layout; b"" if none.
+    icc_profile: an RGB ICC profile; b"" if none (a gray or CMYK profile
+        cannot describe the RGB output, which is then sRGB, as untagged files are taken to be).
+    dpi: (x, y) dots per inch, or None.
+    xmp: the XMP packet (UTF-8 XML); b"" if none.
+    iptc: IPTC-IIM datasets (caption, keywords, credit, ...), as JPEG's
+        Photoshop block and TIFF's tag 33723 hold them; b"" if none.
+
+    ``Metadata()`` is an input that had none; writing ``metadata=None`` writes
+    none at all, not even autocolor's own Software tag.
+    """
+
+    exif: bytes = b""
+    icc_profile: bytes = b""
+    dpi: tuple[float, float] | None = None
+    xmp: bytes = b""
+    iptc: bytes = b""
+
+
+def read_metadata(im: Image.Image, notes: list[str] | None = None) -> Metadata:
+    """The :class:`Metadata` of an opened (and loaded) Pillow image.
+
+    A kind that cannot be read is left out, with a note in ``notes``.
+    """
+    found: dict[str, object] = {}
+    for kind, reader in (("exif", _read_exif), ("icc_profile", _read_icc), ("dpi", _read_dpi),
+                         ("xmp", _read_xmp), ("iptc", _read_iptc)):
+        try:
+            value = reader(im)
+        except Exception:  # noqa: BLE001 - corrupt metadata of any kind costs only itself (Warning under -W error too)
+            value = None
+            if notes is not None:
+                notes.append(f"unreadable {kind.upper().replace('_PROFILE', ' profile')}: not copied")
+        if value:
+            found[kind] = value
+    return Metadata(**found)
+
+
+def _read_exif(im: Image.Image) -> bytes:
+    exif = im.getexif()
+    for tag in [t for t in exif if t in _LAYOUT_TAGS]:
+        del exif[tag]
+    for ifd in (_EXIF_IFD, _GPS_IFD):
+        if ifd in exif and not exif.get_ifd(ifd):
+            del exif[ifd]  # a pointer to nothing readable
+    return exif.tobytes() if len(exif) else b""
+
+
+def _read_icc(im: Image.Image) -> bytes:
+    profile = im.info.get("icc_profile") or b""
+    return profile if isinstance(profile, bytes) and profile[16:20] == b"RGB " else b""
+
+
+def _read_dpi(im: Image.Image) -> tuple[float, float] | None:
+    dpi = im.info.get("dpi")
+    if isinstance(im, TiffImagePlugin.TiffImageFile) and _X_RESOLUTION not in im.tag_v2:
+        return None  # Pillow says (1, 1) for a TIFF that gives none
+    if not isinstance(dpi, tuple) or len(dpi) != 2:
+        return None
+    x, y = (round(float(v), 2) for v in dpi)  # PNG stores dots per metre: 600 dpi reads back as 599.9988
+    return (x, y) if all(math.isfinite(v) and 0 < v < 1e6 for v in (x, y)) else None
+
+
+def _read_xmp(im: Image.Image) -> bytes:
+    xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp") or b""
+    if isinstance(im, TiffImagePlugin.TiffImageFile) and not xmp:
+        xmp = im.tag_v2.get(_XMP_TAG, b"")
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    return xmp.rstrip(b"\x00 ") if isinstance(xmp, bytes) else b""
+
+
+def _read_iptc(im: Image.Image) -> bytes:
+    raw = im.info.get("Raw profile type iptc")  # PNG, as ImageMagick and ExifTool write it
+    if isinstance(raw, str):
+        data = _from_raw_profile(raw)
+        return data if data[:1] == b"\x1c" else b""
+    records = IptcImagePlugin.getiptcinfo(im) or {}
+    out = bytearray()
+    for (record, dataset), values in records.items():
+        for value in values if isinstance(values, list) else [values]:
+            if len(value) < 0x8000:  # longer ones need IIM's extended length, and no caption is that long
+                out += struct.pack(">BBBH", 0x1C, record, dataset, len(value)) + value
+    return bytes(out)
+
+
+def _raw_profile(name: str, data: bytes) -> str:
+    """ImageMagick's text form of a binary profile, for PNG text chunks."""
+    digits = data.hex()
+    return f"\n{name}\n{len(data):8d}\n" + "\n".join(digits[i:i + 72] for i in range(0, len(digits), 72)) + "\n"
+
+
+def _from_raw_profile(text: str) -> bytes:
+    parts = text.split(None, 2)
+    return bytes.fromhex("".join(parts[2].split()))[: int(parts[1])] if len(parts) == 3 else b""
+
+
+def _output_exif(metadata: Metadata, size: tuple[int, int]) -> Image.Exif:
+    """The EXIF to write: the input's, upright (orientation 1, as the pixels
+    now are), with this image's size and dpi and autocolor as its Software."""
+    exif = Image.Exif()
+    if metadata.exif:
+        exif.load(metadata.exif)
+    exif[_ORIENTATION] = 1
+    exif[_SOFTWARE] = SOFTWARE
+    if metadata.dpi:
+        exif[_X_RESOLUTION], exif[_Y_RESOLUTION], exif[_RESOLUTION_UNIT] = *metadata.dpi, 2
+    if _EXIF_IFD in exif:
+        ifd = exif.get_ifd(_EXIF_IFD)
+        if _PIXEL_X in ifd or _PIXEL_Y in ifd:
+            ifd[_PIXEL_X], ifd[_PIXEL_Y] = size
+    return exif
+
+
+def _exif_bytes(metadata: Metadata, size: tuple[int, int], limit: int | None = None) -> bytes:
+    exif = _output_exif(metadata, size)
+    data = exif.tobytes()
+    if limit is not None and len(data) > limit and _EXIF_IFD in exif:
+        exif.get_ifd(_EXIF_IFD).pop(_MAKER_NOTE, None)  # the usual bulk, and private to the camera
+        data = exif.tobytes()
+    return data if limit is None or len(data) <= limit else b""
+
+
+def _xmp_with_history(xmp: bytes, parameters: str) -> bytes:
+    """``xmp`` upright (tiff:Orientation 1) with an xmpMM:History event for
+    this write; unchanged where it is not XML we can edit safely."""
+    try:
+        text = xmp.decode("utf-8")
+    except UnicodeDecodeError:
+        return xmp
+    if len(text) > 4_000_000 or "<!DOCTYPE" in text or "<!ENTITY" in text or f'xmlns:rdf="{_RDF}"' not in text:
+        return xmp
+    upright = re.sub(r'(tiff:Orientation(?:="|>))\s*\d+', r"\g<1>1", text)
+    when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    event = (f'<rdf:li rdf:parseType="Resource" xmlns:stEvt="{_ST_EVT}"><stEvt:action>converted</stEvt:action>'
+             f"<stEvt:parameters>{xml_escape(parameters)}</stEvt:parameters>"
+             f"<stEvt:softwareAgent>{xml_escape(SOFTWARE)}</stEvt:softwareAgent>"
+             f"<stEvt:when>{when}</stEvt:when></rdf:li>")
+    history = re.search(r"<xmpMM:History>\s*<rdf:Seq>", upright)
+    end = upright.rfind("</rdf:RDF>")
+    if history:
+        edited = upright[: history.end()] + event + upright[history.end():]
+    elif "xmpMM:History" not in upright and end >= 0:
+        edited = (upright[:end] + f'<rdf:Description rdf:about="" xmlns:xmpMM="{_XMP_MM}"><xmpMM:History><rdf:Seq>'
+                  + event + "</rdf:Seq></xmpMM:History></rdf:Description>" + upright[end:])
+    else:
+        edited = upright
+    for candidate in (edited, upright):
+        try:
+            ElementTree.fromstring(candidate)
+        except ElementTree.ParseError:
+            continue
+        return candidate.encode("utf-8")
+    return xmp
+
+
+def _tiff_tags(metadata: Metadata, size: tuple[int, int], history: str) -> TiffImagePlugin.ImageFileDirectory_v2:
+    """The metadata of a TIFF output as tags (EXIF's own among them: a TIFF's first IFD is its EXIF)."""
+    ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II")
+    exif = _output_exif(metadata, size)
+    for tag in exif:
+        if tag in (_EXIF_IFD, _GPS_IFD):
+            ifd[tag] = {k: v for k, v in exif.get_ifd(tag).items() if k != _INTEROP_IFD}  # interop is JPEG's
+        else:
+            ifd[tag] = exif[tag]
+    if metadata.icc_profile:
+        ifd[_ICC_TAG] = metadata.icc_profile
+    if metadata.xmp:
+        ifd[_XMP_TAG] = _xmp_with_history(metadata.xmp, history)
+    if metadata.iptc:
+        ifd.tagtype[_IPTC_TAG] = TiffTags.UNDEFINED
+        ifd[_IPTC_TAG] = metadata.iptc
+    return ifd
+
+
+def _save_options(fmt: str, metadata: Metadata | None, size: tuple[int, int], history: str) -> dict:
+    """Keyword arguments for Pillow's ``save`` that write ``metadata`` in ``fmt``."""
+    if metadata is None:
+        return {}
+    xmp = _xmp_with_history(metadata.xmp, history) if metadata.xmp else b""
+    if fmt == "jpg":
+        # Pillow writes EXIF and ICC; XMP and IPTC go in as ready-made marker segments.
+        extra = b""
+        if xmp and len(xmp) + 29 <= _JPEG_SEGMENT:
+            extra += b"\xff\xe1" + struct.pack(">H", len(xmp) + 31) + b"http://ns.adobe.com/xap/1.0/\x00" + xmp
+        if metadata.iptc:
+            block = b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(metadata.iptc)) + metadata.iptc
+            block += b"\x00" * (len(block) % 2)
+            if len(block) + 14 <= _JPEG_SEGMENT:
+                extra += b"\xff\xed" + struct.pack(">H", len(block) + 16) + b"Photoshop 3.0\x00" + block
+        options = {"exif": _exif_bytes(metadata, size, limit=_JPEG_SEGMENT), "extra": extra}
+    elif fmt == "png":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Software", SOFTWARE)
+        if xmp:
+            info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"))
+        if metadata.iptc:
+            info.add_text("Raw profile type iptc", _raw_profile("iptc", metadata.iptc), zip=True)
+        options = {"exif": _exif_bytes(metadata, size), "pnginfo": info}
+    elif fmt == "webp":
+        options = {"exif": _exif_bytes(metadata, size), "xmp": xmp}  # WebP has no place for IPTC or dpi but EXIF's
+    elif fmt == "tiff":
+        return {"tiffinfo": _tiff_tags(metadata, size, history)}  # its ICC profile and dpi are tags too
+    else:  # bmp
+        return {"dpi": metadata.dpi} if metadata.dpi else {}
+    if metadata.icc_profile:
+        options["icc_profile"] = metadata.icc_profile
+    if metadata.dpi:
+        options["dpi"] = metadata.dpi
+    return options
 
 
 # ---------------------------------------------------------------- pixels
@@ -466,82 +720,104 @@ def array_to_pil(array: np.ndarray) -> Image.Image:
 # ---------------------------------------------------------------- writing
 
 
-def _png16(array: np.ndarray) -> bytes:
-    """A 16-bit RGB(A) PNG: Pillow cannot write one, and the format is short."""
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png16(array: np.ndarray, options: dict) -> bytes:
+    """A 16-bit RGB(A) PNG: Pillow cannot write one, and the format is short.
+
+    The metadata chunks are Pillow's own, taken from a 1 x 1 PNG it writes with ``options``.
+    """
     h, w, c = array.shape
     rows = np.ascontiguousarray(array.astype(">u2")).reshape(h, w * c).view(np.uint8)  # (H, W*C*2)
     raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1)  # filter type 0 per row
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
     header = struct.pack(">IIBBBBB", w, h, 16, 6 if c == 4 else 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + chunk(b"IEND", b"")
+    ancillary = b""
+    if options:
+        buffer = io.BytesIO()
+        Image.new("RGB", (1, 1)).save(buffer, format="PNG", **options)
+        data, at = buffer.getvalue(), 8
+        while at < len(data):
+            length, kind = struct.unpack(">I4s", data[at:at + 8])
+            if kind not in (b"IHDR", b"IDAT", b"IEND"):
+                ancillary += data[at:at + 12 + length]
+            at += 12 + length
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + ancillary
+            + _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + _png_chunk(b"IEND", b""))
 
 
-def _tiff16(array: np.ndarray) -> bytes:
-    """A 16-bit RGB(A) baseline TIFF, uncompressed, one strip."""
+def _tiff(array: np.ndarray, tags: TiffImagePlugin.ImageFileDirectory_v2 | None) -> bytes:
+    """An RGB(A) baseline TIFF in one strip, with the metadata ``tags``: 8 bits
+    deflated, 16 bits uncompressed.
+
+    Pillow cannot write 16-bit color, and its libtiff writer (the one that
+    compresses) cannot write the EXIF sub-IFD, so the tags go through its
+    IFD writer here.
+    """
     h, w, c = array.shape
-    data = np.ascontiguousarray(array.astype("<u2")).tobytes()
-    entries = [  # (tag, type, count, value); type 3 = SHORT, 4 = LONG
-        (256, 4, 1, w), (257, 4, 1, h), (258, 3, c, None), (259, 3, 1, 1), (262, 3, 1, 2),
-        (273, 4, 1, None), (277, 3, 1, c), (278, 4, 1, h), (279, 4, 1, len(data)), (284, 3, 1, 1),
-    ]
+    bits = 8 * array.dtype.itemsize
+    data = np.ascontiguousarray(array.astype("<u2" if bits == 16 else np.uint8)).tobytes()
+    if bits == 8:
+        data = zlib.compress(data, 6)
+    ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II")
+    for tag in tags or ():
+        ifd.tagtype[tag] = tags.tagtype[tag]
+        ifd[tag] = tags[tag]
+    for tag in (256, 257, 273, 278, 279):  # sizes and offsets as LONG, so no width overflows a SHORT
+        ifd.tagtype[tag] = TiffTags.LONG
+    ifd[256], ifd[257], ifd[258], ifd[259], ifd[262] = w, h, (bits,) * c, 8 if bits == 8 else 1, 2
+    ifd[273] = 0  # the IFD writer adds where its own data ends: the pixels follow it
+    ifd[277], ifd[278], ifd[279], ifd[284] = c, h, len(data), 1
     if c == 4:
-        entries.append((338, 3, 1, 2))  # extra sample: unassociated alpha
-    ifd_size = 2 + 12 * len(entries) + 4
-    bits_offset = 8 + ifd_size
-    data_offset = bits_offset + 2 * c
-    out = bytearray(b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(entries)))
-    for tag, kind, count, value in entries:
-        if tag == 258:
-            value = bits_offset if c > 2 else 16 | (16 << 16)
-        elif tag == 273:
-            value = data_offset
-        packed = struct.pack("<HH", value, 0) if kind == 3 and count == 1 else struct.pack("<I", value)
-        out += struct.pack("<HHI", tag, kind, count) + packed
-    out += struct.pack("<I", 0) + struct.pack(f"<{c}H", *([16] * c))
-    return bytes(out) + data
+        ifd[338] = 2  # extra sample: unassociated alpha
+    return b"II*\x00" + struct.pack("<I", 8) + ifd.tobytes(8) + data
 
 
-def encode_image(array: np.ndarray, fmt: str, quality: int = 92) -> bytes:
+def encode_image(array: np.ndarray, fmt: str, quality: int = 92, metadata: Metadata | None = None,
+                 history: str = "colorized") -> bytes:
     """Encode ``(H, W, 3|4)`` samples in format ``fmt`` (a key of OUTPUT_FORMATS).
 
     uint16 stays 16-bit in PNG and TIFF; other formats get 8 bits. JPEG has
-    no alpha, so alpha is dropped there.
+    no alpha, so alpha is dropped there. ``metadata`` (see :class:`Metadata`)
+    is written where ``fmt`` has room for it, with autocolor as the Software
+    and, in XMP, a history event whose parameters are ``history``; None
+    writes no metadata at all.
     """
-    import io
-
     if fmt not in OUTPUT_FORMATS:
         raise ImageError(f"unknown output format {fmt!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
+    try:
+        return _encode(array, fmt, quality, metadata, history)
+    except (TypeError, ValueError, KeyError, struct.error, OverflowError) as exc:
+        if metadata is None or isinstance(exc, ImageError):
+            raise
+        _encode(array, fmt, quality, None, history)  # raises by itself if the pixels are at fault
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ImageError(f"cannot write its metadata ({reason}); --strip-metadata leaves it out") from exc
+
+
+def _encode(array: np.ndarray, fmt: str, quality: int, metadata: Metadata | None, history: str) -> bytes:
     if fmt == "jpg" and array.shape[2] == 4:
         array = array[:, :, :3]
-    if fmt in SIXTEEN_BIT_FORMATS and array.dtype != np.uint8:
-        return _png16(to_uint16(array)) if fmt == "png" else _tiff16(to_uint16(array))
+    options = _save_options(fmt, metadata, (array.shape[1], array.shape[0]), history)
+    deep = fmt in SIXTEEN_BIT_FORMATS and array.dtype != np.uint8
+    if fmt == "tiff":
+        return _tiff(to_uint16(array) if deep else to_uint8(array), options.get("tiffinfo"))
+    if deep:
+        return _png16(to_uint16(array), options)
     image = array_to_pil(array)
-    options: dict = {}
     if fmt == "jpg":
-        options = {"quality": quality, "subsampling": 0 if quality >= 90 else 2}
+        options.update(quality=quality, subsampling=0 if quality >= 90 else 2)
     elif fmt == "webp":
-        options = {"quality": quality, "method": 4}
+        options.update(quality=quality, method=4)
     elif fmt == "png":
-        options = {"compress_level": 6}
-    elif fmt == "tiff":
-        options = {"compression": "tiff_deflate"}
+        options.update(compress_level=6)
     buffer = io.BytesIO()
     image.save(buffer, format=OUTPUT_FORMATS[fmt][1], **options)
     return buffer.getvalue()
 
 
-def save_image(array: np.ndarray, path: str | os.PathLike, fmt: str | None = None, quality: int = 92) -> None:
-    """Write ``array`` to ``path`` under a temporary name, then rename it into place.
-
-    Raises:
-        ImageError: the folder cannot be created or written.
-    """
-    path = Path(path)
-    fmt = fmt or output_format_for(path)
-    data = encode_image(array, fmt, quality)
+def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
@@ -551,7 +827,7 @@ def save_image(array: np.ndarray, path: str | os.PathLike, fmt: str | None = Non
         # No fsync: the rename alone protects against a killed run, which is
         # the case that matters for a batch, and fsync per image is slow.
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException as exc:
@@ -559,3 +835,16 @@ def save_image(array: np.ndarray, path: str | os.PathLike, fmt: str | None = Non
         if isinstance(exc, OSError):
             raise ImageError(f"cannot write {path} ({exc.strerror or exc})") from exc
         raise
+
+
+def save_image(array: np.ndarray, path: str | os.PathLike, fmt: str | None = None, quality: int = 92,
+               metadata: Metadata | None = None, history: str = "colorized") -> None:
+    """Write ``array`` (with ``metadata``, see :func:`encode_image`) to ``path``
+    under a temporary name, then rename it into place.
+
+    Raises:
+        ImageError: the folder cannot be created or written.
+    """
+    path = Path(path)
+    data = encode_image(array, fmt or output_format_for(path), quality, metadata, history)
+    _write_atomically(path, lambda f: f.write(data))

@@ -40,6 +40,7 @@ from autocolor.imageio import (
     INPUT_EXTENSIONS,
     OUTPUT_FORMATS,
     ImageError,
+    Metadata,
     Pixels,
     array_to_pil,
     as_given_dtype,
@@ -379,20 +380,22 @@ class _Decoded:
     pixels: Pixels | None = None
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    metadata: Metadata | None = None  # None: write none (--strip-metadata)
 
 
-def _decode(job: Job, max_pixels: int) -> _Decoded:
+def _decode(job: Job, max_pixels: int, keep_metadata: bool = True) -> _Decoded:
     try:
         photo = read_photo(job.source, max_pixels)
-        return _Decoded(job, split_pixels(photo.samples), list(photo.notes))
+        return _Decoded(job, split_pixels(photo.samples), list(photo.notes),
+                        metadata=photo.metadata if keep_metadata else None)
     except ImageError as exc:
         return _Decoded(job, error=str(exc))
     except MemoryError:
         return _Decoded(job, error="out of memory while decoding")
 
 
-def _encode(job: Job, array: np.ndarray, quality: int) -> None:
-    save_image(array, job.target, job.fmt, quality)
+def _encode(job: Job, array: np.ndarray, quality: int, metadata: Metadata | None = None) -> None:
+    save_image(array, job.target, job.fmt, quality, metadata)
 
 
 def colorize_files(
@@ -409,6 +412,7 @@ def colorize_files(
     workers: int = 2,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    strip_metadata: bool = False,
 ) -> Summary:
     """Colorize ``jobs``, skipping targets that exist unless ``overwrite``.
 
@@ -416,7 +420,8 @@ def colorize_files(
     (Pillow, numpy and torch release the GIL, so threads overlap on a CPU
     without pickling images between processes). Consecutive images of one
     size and sample type are batched. Each failure is logged as
-    ``path: reason`` and the run goes on.
+    ``path: reason`` and the run goes on. Each output carries its input's
+    metadata (:class:`autocolor.imageio.Metadata`) unless ``strip_metadata``.
     """
     from tqdm import tqdm
 
@@ -447,7 +452,7 @@ def colorize_files(
             job = next(queue, None)
             if job is None:
                 return
-            reads.append(pool.submit(_decode, job, max_pixels))
+            reads.append(pool.submit(_decode, job, max_pixels, not strip_metadata))
 
     def settle_writes(keep: int) -> None:
         while len(writes) > keep:
@@ -487,7 +492,7 @@ def colorize_files(
                     continue
                 if keep_color and item.pixels.color:
                     rgb = join_alpha(item.pixels.rgb, item.pixels.alpha)
-                    writes.append((item.job, pool.submit(_encode, item.job, rgb, quality)))
+                    writes.append((item.job, pool.submit(_encode, item.job, rgb, quality, item.metadata)))
                     continue
                 if batch and not _batchable(batch, item):
                     carry = item
@@ -502,7 +507,7 @@ def colorize_files(
                     fail(item.job, f"colorizing failed ({type(exc).__name__}: {exc})")
                 continue
             for item, rgb in zip(batch, results):
-                writes.append((item.job, pool.submit(_encode, item.job, rgb, quality)))
+                writes.append((item.job, pool.submit(_encode, item.job, rgb, quality, item.metadata)))
             batch.clear()
             settle_writes(keep=2 * max(1, workers))
         settle_writes(keep=0)
