@@ -251,3 +251,19 @@ def test_deep_color_and_transparency_survive_the_cli(model_dir, tmp_path):
             assert im.mode == "RGBA", name
             alpha = np.asarray(im)[:, :, 3]
         np.testing.assert_array_equal(alpha == 0, transparent, err_msg=name)
+
+
+def test_keep_color_copies_the_file(model_dir, tmp_path):
+    (tmp_path / "in").mkdir()
+    color = np.dstack([gradient(), gradient() // 2, 255 - gradient()])
+    buffer = io.BytesIO()
+    Image.fromarray(color).save(buffer, "JPEG", quality=80, exif=archive_exif().tobytes())
+    (tmp_path / "in" / "color.jpg").write_bytes(buffer.getvalue())
+    before = buffer.getvalue()
+    args = ["colorize", str(tmp_path / "in"), "--model", str(model_dir), "--no-progress", "--keep-color"]
+    assert main([*args, "-o", str(tmp_path / "same")]) == 0
+    assert (tmp_path / "same" / "color.jpg").read_bytes() == before  # not one generation of JPEG loss
+    assert main([*args, "-o", str(tmp_path / "png"), "--format", "png"]) == 0
+    with Image.open(tmp_path / "png" / "color.png") as im:
+        assert im.format == "PNG" and im.getexif().get(0x010E) == CAPTION
+    assert (tmp_path / "in" / "color.jpg").read_bytes() == before  # the input is only read

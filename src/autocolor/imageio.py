@@ -19,6 +19,7 @@ import io
 import math
 import os
 import re
+import shutil
 import struct
 import sys
 import tempfile
@@ -848,3 +849,25 @@ def save_image(array: np.ndarray, path: str | os.PathLike, fmt: str | None = Non
     path = Path(path)
     data = encode_image(array, fmt or output_format_for(path), quality, metadata, history)
     _write_atomically(path, lambda f: f.write(data))
+
+
+def keep_image(source: str | os.PathLike, array: np.ndarray, path: str | os.PathLike, fmt: str,
+               quality: int = 92, metadata: Metadata | None = None) -> None:
+    """Write a color input that is kept as it is (``--keep-color``).
+
+    When ``fmt`` is the source file's own format and its metadata is wanted,
+    its bytes are copied: nothing is lost to re-encoding. Otherwise its
+    samples ``array`` are saved in ``fmt``. The source is only read.
+    """
+    source, path = Path(source), Path(path)
+    if metadata is not None:
+        try:
+            with _identify(source) as im:
+                own = im.format == OUTPUT_FORMATS[fmt][1]
+        except (OSError, SyntaxError, ValueError):
+            own = False
+        if own:
+            with open(source, "rb") as original:
+                _write_atomically(path, lambda f: shutil.copyfileobj(original, f))
+            return
+    save_image(array, path, fmt, quality, metadata, history="re-encoded, colors kept")

@@ -45,6 +45,7 @@ from autocolor.imageio import (
     array_to_pil,
     as_given_dtype,
     join_alpha,
+    keep_image,
     output_format_for,
     pil_to_array,
     read_image,
@@ -492,7 +493,8 @@ def colorize_files(
                     continue
                 if keep_color and item.pixels.color:
                     rgb = join_alpha(item.pixels.rgb, item.pixels.alpha)
-                    writes.append((item.job, pool.submit(_encode, item.job, rgb, quality, item.metadata)))
+                    writes.append((item.job, pool.submit(keep_image, item.job.source, rgb, item.job.target,
+                                                         item.job.fmt, quality, item.metadata)))
                     continue
                 if batch and not _batchable(batch, item):
                     carry = item
