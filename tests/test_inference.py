@@ -43,7 +43,8 @@ def test_unknown_backend(model_dir):
         (photo(), (40, 56, 3), np.uint8),
         (photo()[:, :, None], (40, 56, 3), np.uint8),
         (photo().astype(np.uint16) * 257, (40, 56, 3), np.uint16),
-        (photo() / 255.0, (40, 56, 3), np.float32),
+        (photo() / 255.0, (40, 56, 3), np.float64),  # the same type back, as the docstring says
+        ((photo() / 255.0).astype(np.float32), (40, 56, 3), np.float32),
         (np.dstack([photo(), np.full((40, 56), 9, np.uint8)]), (40, 56, 4), np.uint8),
         (np.zeros((1, 1), np.uint8), (1, 1, 3), np.uint8),
     ],
@@ -53,6 +54,41 @@ def test_array_in_array_out(colorizer, array, shape, dtype):
     assert out.shape == shape and out.dtype == dtype
     if shape[2] == 4:
         assert (out[:, :, 3] == 9).all()
+
+
+def test_arrays_of_any_layout_and_type(colorizer):
+    gray = photo()
+    expected = colorizer.colorize(np.ascontiguousarray(np.rot90(gray)))
+    for layout in (np.rot90(gray), np.asfortranarray(np.rot90(gray)), np.rot90(gray)[::-1][::-1]):
+        np.testing.assert_array_equal(colorizer.colorize(layout), expected)  # views and Fortran order alike
+    color = np.asfortranarray(np.dstack([gray, gray // 2, 255 - gray]))
+    assert colorizer.colorize(color, keep_color=True) is color
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "has color", said once per colorizer
+        assert colorizer.colorize(color[::-1]).shape == (40, 56, 3)
+    for dtype in (np.float64, np.float16, np.float32):
+        assert colorizer.colorize((gray / 255).astype(dtype)).dtype == dtype
+    boolean = colorizer.colorize(gray > 100)
+    assert boolean.dtype == bool and boolean.shape == (40, 56, 3)
+    big_endian = colorizer.colorize((gray.astype(np.uint16) * 257).astype(">u2"))
+    assert big_endian.dtype == np.dtype(">u2")
+    np.testing.assert_array_equal(big_endian, colorizer.colorize(gray.astype(np.uint16) * 257))
+
+
+def test_float_samples_in_0_255_warn(colorizer):
+    with pytest.warns(UserWarning, match="above 1 come out white"):
+        colorizer.colorize(photo().astype(np.float32) + 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        colorizer.colorize(photo() / 255.0)
+
+
+def test_max_pixels_applies_to_arrays(colorizer, tmp_path):
+    # A memmap as large as the limit allows plus one row is refused before it is read.
+    big = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.uint8, shape=(3001, 1000))
+    with pytest.raises(ImageError, match="over the limit"):
+        colorizer.colorize(big, max_pixels=3_000_000)
+    assert colorizer.colorize(big[:30, :40], max_pixels=1200).shape == (30, 40, 3)
 
 
 def test_pil_and_path(colorizer, tmp_path):

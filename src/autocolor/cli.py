@@ -191,6 +191,8 @@ def _add_colorize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quality", type=int, default=92, help="JPEG/WebP quality")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (default: skip them)")
     p.add_argument("--keep-color", action="store_true", help="copy color inputs as they are instead of recolorizing")
+    p.add_argument("--strip-metadata", action="store_true",
+                   help="write no metadata (default: EXIF, ICC profile, dpi, XMP and IPTC are copied from each input)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="refuse larger images (decompression bombs)")
     p.add_argument("--batch-size", type=int, default=8, help="images of one size colorized together")
@@ -229,7 +231,7 @@ def _run_colorize(args: argparse.Namespace) -> int:
     summary = colorize_files(
         colorizer, jobs, render_size=args.render_size, saturation=args.saturation, keep_color=args.keep_color,
         overwrite=args.overwrite, max_pixels=args.max_pixels, quality=args.quality, batch_size=args.batch_size,
-        workers=args.workers, progress=not args.no_progress and info.main,
+        workers=args.workers, progress=not args.no_progress and info.main, strip_metadata=args.strip_metadata,
     )
     summary.failed[:0] = problems
     if info.world > 1:

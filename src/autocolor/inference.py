@@ -36,12 +36,16 @@ from autocolor.imageio import (
     INPUT_EXTENSIONS,
     OUTPUT_FORMATS,
     ImageError,
+    Metadata,
     Pixels,
     array_to_pil,
+    as_given_dtype,
     join_alpha,
+    keep_image,
     output_format_for,
     pil_to_array,
     read_image,
+    read_photo,
     save_image,
     split_pixels,
 )
@@ -154,10 +158,9 @@ class Colorizer:
         img, pixels = self._pixels(img, max_pixels, warn=not keep_color)
         if pixels.color and keep_color:
             return img
-        as_pil = isinstance(img, Image.Image)
         guide = self._hints(hints, scribble, reference, pixels)
         (result,) = self.colorize_pixels([pixels], render_size, saturation, guide)
-        return array_to_pil(result) if as_pil else result
+        return array_to_pil(result) if isinstance(img, Image.Image) else as_given_dtype(result, pixels)
 
     def suggest(self, img, x: float, y: float, k: int = 5, hints: Sequence | Hints | None = None,
                 render_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[str, float]]:
@@ -192,7 +195,7 @@ class Colorizer:
         """The image (a path read into a PIL image) and its :class:`Pixels`."""
         if isinstance(img, (str, os.PathLike)):
             img = read_image(img, max_pixels)[0]
-        pixels = split_pixels(pil_to_array(img) if isinstance(img, Image.Image) else img)
+        pixels = split_pixels(pil_to_array(img) if isinstance(img, Image.Image) else img, max_pixels)
         if pixels.color and warn and not self._warned_color:
             warnings.warn("the input has color: colorizing its gray version (keep_color=True returns it untouched)",
                           stacklevel=3)
@@ -311,20 +314,22 @@ class _Decoded:
     pixels: Pixels | None = None
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    metadata: Metadata | None = None  # None: write none (--strip-metadata)
 
 
-def _decode(job: Job, max_pixels: int) -> _Decoded:
+def _decode(job: Job, max_pixels: int, keep_metadata: bool = True) -> _Decoded:
     try:
-        image, notes = read_image(job.source, max_pixels)
-        return _Decoded(job, split_pixels(pil_to_array(image)), notes)
+        photo = read_photo(job.source, max_pixels)
+        return _Decoded(job, split_pixels(photo.samples), list(photo.notes),
+                        metadata=photo.metadata if keep_metadata else None)
     except ImageError as exc:
         return _Decoded(job, error=str(exc))
     except MemoryError:
         return _Decoded(job, error="out of memory while decoding")
 
 
-def _encode(job: Job, array: np.ndarray, quality: int) -> None:
-    save_image(array, job.target, job.fmt, quality)
+def _encode(job: Job, array: np.ndarray, quality: int, metadata: Metadata | None = None) -> None:
+    save_image(array, job.target, job.fmt, quality, metadata)
 
 
 def colorize_files(
@@ -342,6 +347,7 @@ def colorize_files(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     hints: Hints | None = None,
+    strip_metadata: bool = False,
 ) -> Summary:
     """Colorize ``jobs``, skipping targets that exist unless ``overwrite``.
 
@@ -350,7 +356,9 @@ def colorize_files(
     without pickling images between processes). Consecutive images of one
     size and sample type are batched. Each failure is logged as
     ``path: reason`` and the run goes on. ``hints`` apply to every photo
-    (a reference photo for a whole album; points must fit each photo).
+    (a reference photo for a whole album; points must fit each photo). Each
+    output carries its input's metadata (:class:`autocolor.imageio.Metadata`)
+    unless ``strip_metadata``.
     """
     from tqdm import tqdm
 
@@ -381,7 +389,7 @@ def colorize_files(
             job = next(queue, None)
             if job is None:
                 return
-            reads.append(pool.submit(_decode, job, max_pixels))
+            reads.append(pool.submit(_decode, job, max_pixels, not strip_metadata))
 
     def settle_writes(keep: int) -> None:
         while len(writes) > keep:
@@ -421,7 +429,8 @@ def colorize_files(
                     continue
                 if keep_color and item.pixels.color:
                     rgb = join_alpha(item.pixels.rgb, item.pixels.alpha)
-                    writes.append((item.job, pool.submit(_encode, item.job, rgb, quality)))
+                    writes.append((item.job, pool.submit(keep_image, item.job.source, rgb, item.job.target,
+                                                         item.job.fmt, quality, item.metadata)))
                     continue
                 if batch and not _batchable(batch, item):
                     carry = item
@@ -436,7 +445,7 @@ def colorize_files(
                     fail(item.job, f"colorizing failed ({type(exc).__name__}: {exc})")
                 continue
             for item, rgb in zip(batch, results):
-                writes.append((item.job, pool.submit(_encode, item.job, rgb, quality)))
+                writes.append((item.job, pool.submit(_encode, item.job, rgb, quality, item.metadata)))
             batch.clear()
             settle_writes(keep=2 * max(1, workers))
         settle_writes(keep=0)
