@@ -301,14 +301,14 @@ COMMANDS = {"train": _run_train, "data": _run_data, "models": _run_models, "serv
 
 
 def main(argv: list[str] | None = None) -> int:
-    from autocolor.errors import user_errors
+    from autocolor.errors import EXIT_USER_ERROR, AutocolorError
 
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except user_errors() as exc:
+    except AutocolorError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":
