@@ -1,5 +1,6 @@
 """Run under torchrun by tests/test_distributed.py: a training run in which
 only rank 1 meets trouble, a non-finite loss or the time limit.
+Each rank writes what it ended with to OUT/result-rankN.json.
 
 Usage: uneven_ranks.py DATA_FOLDER OUT {nan,time}
 """
@@ -7,6 +8,7 @@ Usage: uneven_ranks.py DATA_FOLDER OUT {nan,time}
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 from autocolor.train import ColorizationLoss, TrainConfig, train
@@ -35,8 +37,9 @@ def main(data: str, out: str, trouble: str) -> None:
         ColorizationLoss.forward = nan_on_third_batch()
     time_limit = 0.0 if trouble == "time" and rank == 1 else None  # rank 1's clock runs out after one step
     result = train(run_config(data, out, time_limit), progress=False)
-    print("RESULT", json.dumps({"rank": rank, "step": result["step"], "spread": result["rank_weight_spread"]}),
-          flush=True)
+    # A file per rank: the ranks share one stdout, where their lines may interleave.
+    summary = {"rank": rank, "step": result["step"], "spread": result["rank_weight_spread"]}
+    (Path(out) / f"result-rank{rank}.json").write_text(json.dumps(summary))
 
 
 if __name__ == "__main__":
