@@ -12,9 +12,18 @@ from autocolor.models import create_model
 
 
 def test_discriminator_scores_patches():
-    disc = PatchDiscriminator(width=8)
-    scores = disc(torch.zeros(3, 1, 32, 32), torch.zeros(3, 2, 32, 32))
-    assert scores.shape == (3, 1, 8, 8)
+    # One score per 4x4 cell, each seeing about 22x22 pixels: changing the chroma
+    # in one corner moves the scores near it and none far from it.
+    torch.manual_seed(0)
+    disc = PatchDiscriminator(width=8).eval()  # eval: spectral norm stops updating its estimate
+    l_norm, ab = torch.zeros(3, 1, 64, 64), torch.zeros(3, 2, 64, 64)
+    with torch.no_grad():
+        before = disc(l_norm, ab)
+        ab[:, :, :4, :4] = 0.5
+        moved = (disc(l_norm, ab) - before).abs()
+    assert before.shape == (3, 1, 16, 16)
+    assert (moved[:, :, :2, :2] > 0).all()
+    assert (moved[:, :, 8:, :] == 0).all() and (moved[:, :, :, 8:] == 0).all()
 
 
 def test_generator_loss_reaches_only_the_colorizer():
@@ -29,8 +38,8 @@ def test_generator_loss_reaches_only_the_colorizer():
     assert model.head.weight.grad is not None and model.head.weight.grad.abs().sum() > 0
 
 
-def test_discriminator_learns_to_tell_vivid_chroma_from_grey():
-    # Real chroma: a saturated sky-blue / grass-green split; fake: grey (ab 0).
+def test_discriminator_learns_to_tell_vivid_chroma_from_gray():
+    # Real chroma: a saturated sky-blue / grass-green split; fake: gray (ab 0).
     # A few hinge steps must separate them, the signal the colorizer gets.
     torch.manual_seed(0)
     disc = PatchDiscriminator(width=16)

@@ -1,15 +1,21 @@
 """Two gloo processes under torchrun train like one process with the same global batch."""
 
+import json
 import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from autocolor.checkpoint import load_model
-from autocolor.train import TrainConfig, train
+from autocolor.train import ColorizationLoss, TrainConfig, train
+from helpers.uneven_ranks import nan_on_third_batch, run_config
+
+# Every test launches torchrun: several processes, each importing torch.
+pytestmark = pytest.mark.slow
 
 
 def free_port() -> int:
@@ -19,12 +25,25 @@ def free_port() -> int:
 
 
 def torchrun(nproc: int, *args: str, timeout: int = 180) -> subprocess.CompletedProcess:
+    """``autocolor ARGS`` in ``nproc`` processes; fails the test on an error or a hang."""
+    return torchrun_target(nproc, ["-m", "autocolor", *args], timeout)
+
+
+def torchrun_target(nproc: int, target: list[str], timeout: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", "-m", "autocolor", *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+           f"--master_port={free_port()}", *target]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # torchrun starts each rank in a session of its own: only torchrun can
+        # stop them all (SIGTERM, then SIGKILL to the ranks that do not stop).
+        proc.terminate()
+        out, err = proc.communicate(timeout=90)
+        pytest.fail(f"torchrun hung for {timeout}s:\n{out[-3000:]}{err[-3000:]}")
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 @pytest.mark.parametrize("model", ["cae", "unet-rgb"])
@@ -44,6 +63,33 @@ def test_two_process_training_matches_one_process(model, tmp_path, folder_root):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), k
     # Rank 0 alone wrote the logs and checkpoints.
     assert len(list((tmp_path / "ddp" / "tensorboard").glob("events.*"))) == 1
+
+
+@pytest.mark.parametrize("trouble", ["nan", "time"])
+def test_ranks_agree_to_skip_a_step_or_stop_when_only_one_rank_meets_trouble(trouble, tmp_path, folder_root, monkeypatch):
+    # Only rank 1 sees a non-finite loss (its third batch) or runs out of time
+    # (after its first step). Were each rank to decide alone, rank 0 would wait
+    # in DDP's gradient all-reduce for a rank that skipped or left: a hang.
+    script = Path(__file__).parent / "helpers" / "uneven_ranks.py"
+    proc = torchrun_target(2, [str(script), str(folder_root), str(tmp_path / "run"), trouble], timeout=150)
+    results = [json.loads(p.read_text()) for p in sorted((tmp_path / "run").glob("result-rank*.json"))]
+    assert [r["rank"] for r in results] == [0, 1], proc.stdout[-2000:]
+    expected_step = 5 if trouble == "nan" else 1  # the skipped batch is not a step; the time limit stops both
+    assert [r["step"] for r in results] == [expected_step, expected_step]
+    assert [r["spread"] for r in results] == [0.0, 0.0]  # identical weights on both ranks
+    if trouble == "nan":
+        assert "non-finite loss at step 2; step skipped" in proc.stdout  # rank 0 reports rank 1's bad loss
+        # Both ranks skipped the same global batch: the run ends where one
+        # process that met the NaN on that batch ends.
+        monkeypatch.setattr(ColorizationLoss, "forward", nan_on_third_batch())
+        torch.manual_seed(0)
+        train(run_config(str(folder_root), str(tmp_path / "single")), progress=False)
+        single, ddp = load_model(tmp_path / "single"), load_model(tmp_path / "run")
+        for (k, a), b in zip(single.state_dict().items(), ddp.state_dict().values()):
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), k
+    else:
+        assert "time limit reached at step 1" in proc.stdout
+        assert (tmp_path / "run" / "checkpoints" / "step-000000001").is_dir()
 
 
 def test_two_process_gan_training_keeps_ranks_in_step(tmp_path, folder_root):

@@ -306,6 +306,7 @@ def test_seeds_all_colorize(colorizer, workdir):
     assert tally.colorized == len(seed_files()), tally.reasons
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["mutated", "random"])
 def test_fuzz_load_and_colorize(colorizer, workdir, kind):
     tally = _warm(colorizer, workdir)

@@ -60,6 +60,7 @@ def test_pixel_limit_refuses_before_decoding(tmp_path):
     assert read_image(path, max_pixels=120_000)[0].size == (400, 300)
 
 
+@pytest.mark.slow
 def test_decompression_bomb_header(tmp_path):
     # A PNG that claims 30000 x 30000 pixels: refused from its header alone.
     path = tmp_path / "bomb.png"

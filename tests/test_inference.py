@@ -177,6 +177,7 @@ def test_colorize_files_skips_and_reports(colorizer, tmp_path):
     assert redo.done == 7
 
 
+@pytest.mark.slow
 def test_twelve_megapixels_come_out_full_size_and_as_sharp(tmp_path):
     """Chroma is predicted at 256 px, but lightness is the input's own: edges survive at 12 MP."""
     model = create_model("chroma-unet", width=16, head="regression").eval()

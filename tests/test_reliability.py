@@ -23,6 +23,7 @@ def _train_cmd(data, out, steps):
             "--no-progress", "--resume"]
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_ends_like_an_uninterrupted_run(tmp_path, folder_root):
     steps = 48
     rng = random.Random(1234)
@@ -79,9 +80,9 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path, folder_root, 
     real = ColorizationLoss.forward
     calls = {"n": 0}
 
-    def flaky(self, model, rgb, gray):
+    def flaky(self, model, rgb, gray, **kwargs):
         calls["n"] += 1
-        loss = real(self, model, rgb, gray)
+        loss = real(self, model, rgb, gray, **kwargs)
         return loss * float("nan") if calls["n"] in (3, 4) or calls["n"] > 8 else loss
 
     monkeypatch.setattr(ColorizationLoss, "forward", flaky)
@@ -97,6 +98,7 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path, folder_root, 
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_sigterm_stops_training_with_a_checkpoint(tmp_path, folder_root):
     cmd = _train_cmd(folder_root, tmp_path, 10_000)
     cmd[cmd.index("--checkpoint-every") + 1] = "1000"

@@ -20,6 +20,7 @@ def _overfit(model, loss_fn, rgb, gray, steps=40, lr=3e-3):
     return losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name,kwargs,loss,size",
     [
@@ -51,7 +52,7 @@ def test_short_runs_on_each_dataset_write_everything(model, data, size, tmp_path
     result = train(cfg, progress=False)
     run = tmp_path / "run"
     assert result["step"] == 4
-    assert {"model", "grey"} <= set(result["test"])
+    assert {"model", "gray"} <= set(result["test"])
     assert (run / "grid.png").stat().st_size > 0
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert (run / "checkpoints" / "latest").read_text() == "step-000000004"
@@ -99,7 +100,7 @@ def test_config_errors():
 def test_cli_train_and_clear_error(tmp_path, cifar_root, capsys):
     assert main(["train", "--model", "cae", "--data", f"cifar10:{cifar_root}", "--no-verify", "--steps", "2",
                  "--batch-size", "10", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
-    assert "| grey copy |" in capsys.readouterr().out
+    assert "| gray copy |" in capsys.readouterr().out
     assert main(["train", "--model", "cae", "--data", f"cifar10:{tmp_path / 'none'}", "--steps", "2",
                  "--out", str(tmp_path / "r2")]) == 2
     assert "CIFAR-10 not found" in capsys.readouterr().err

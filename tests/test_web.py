@@ -92,6 +92,7 @@ def test_colorize_files_colors_good_images_and_explains_bad_ones(tmp_path):
     assert "MP" in outcomes[2].error
 
 
+@pytest.mark.slow
 def test_app_queue_is_bounded(tmp_path, monkeypatch):
     from autocolor.web import WebConfig, build_app
 
@@ -112,12 +113,14 @@ def test_model_choices_labels_folders(tmp_path):
     assert choices["run'"] == str(b / "model.safetensors")
 
 
+@pytest.mark.slow  # starts a real server
 def test_server_refuses_paths_outside_its_folder(server):
     for path in ("/file=/etc/passwd", "/gradio_api/file=/etc/passwd", "/gradio_api/file=../../../etc/passwd",
                  f"/gradio_api/file={REPO / 'pyproject.toml'}", f"/gradio_api/file={tempfile.gettempdir()}"):
         assert server.get(path) in (403, 404), path
 
 
+@pytest.mark.slow  # starts a real server
 def test_server_refuses_oversized_uploads(server):
     boundary = "autocolorboundary"
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.png\"\r\n"
@@ -175,6 +178,7 @@ def _upload_and_colorize(driver, server: Server, paths: list[Path]) -> None:
     _wait(driver, lambda d: "Colorized" in d.find_element(By.ID, "status").text)
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 @needs_browser
 def test_browser_colorizes_a_photo_and_downloads_it_full_size(server, browser, tmp_path):
@@ -213,6 +217,7 @@ def test_browser_colorizes_a_photo_and_downloads_it_full_size(server, browser, t
     _wait(browser, lambda d: not kept(d), 60)
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 @needs_browser
 def test_browser_explains_a_bad_upload_without_a_traceback(server, browser, tmp_path):
@@ -231,6 +236,7 @@ def test_browser_explains_a_bad_upload_without_a_traceback(server, browser, tmp_
     assert not browser.find_elements(By.CSS_SELECTOR, "#downloads a[download]")
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 @needs_browser
 def test_browser_colorizes_a_chosen_sample_at_a_chosen_render_size(server, browser):

@@ -28,6 +28,8 @@ from PIL import Image
 from autocolor.color import gray_to_l, rgb_to_lab
 from webserver import Server, running_server
 
+pytestmark = pytest.mark.slow  # twenty simulated visitors against a real server
+
 USERS = 20
 REQUESTS_PER_USER = 3
 QUEUE_SIZE = 6  # smaller than the crowd, so the refusal path is exercised too

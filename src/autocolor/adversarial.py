@@ -3,7 +3,7 @@
 A small conditional discriminator looks at (L, ab) patches at the model's
 output resolution and learns to tell real chroma from predicted chroma; the
 colorizer gets a bonus for fooling it. Per-pixel losses reward the average
-of all plausible colors (grey-brown when unsure); the discriminator punishes
+of all plausible colors (gray-brown when unsure); the discriminator punishes
 that average because real photos are not sepia. The term is added on top of
 the model's own loss (``TrainConfig.gan_weight``), usually for a short
 fine-tuning run from a trained model (``TrainConfig.init``): DeOldify's

@@ -21,6 +21,8 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from autocolor.atomic import atomic_write_bytes, default_file_mode, default_folder_mode, fsync_file, fsync_folder
+from autocolor.errors import AutocolorError
 from autocolor.models import create_model
 from autocolor.quantize import Decoding
 
@@ -34,30 +36,8 @@ AUX_NAME = "aux.safetensors"  # other modules a run trains beside the model (a G
 STATE_NAME = "state.json"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(AutocolorError, RuntimeError):
     """A checkpoint that cannot be used, with the file and the reason."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def model_config(model: nn.Module, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -75,7 +55,7 @@ def _write_model_files(model: nn.Module, folder: Path, extra: dict[str, Any] | N
     if model.predicts == "ab":
         (folder / DECODING_NAME).write_text(json.dumps(model.decoding.to_dict(), indent=2))
     for name in _model_file_names(model):
-        os.chmod(folder / name, 0o666 & ~_umask())  # files made inside a temporary folder may be 0600
+        os.chmod(folder / name, default_file_mode())  # files made inside a temporary folder may be 0600
 
 
 def save_model(model: nn.Module, folder: Path, extra: dict[str, Any] | None = None) -> None:
@@ -84,7 +64,9 @@ def save_model(model: nn.Module, folder: Path, extra: dict[str, Any] | None = No
     with tempfile.TemporaryDirectory(dir=folder, prefix=".save-") as tmp:
         _write_model_files(model, Path(tmp), extra)
         for name in _model_file_names(model):
+            fsync_file(Path(tmp) / name)
             os.replace(Path(tmp) / name, folder / name)
+    fsync_folder(folder)
 
 
 def save_decoding(folder: Path, decoding: Decoding) -> None:
@@ -201,7 +183,7 @@ def save_training_checkpoint(
     final = root / f"step-{state['step']:09d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".partial-"))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        os.chmod(tmp, default_folder_mode())  # mkdtemp makes 0700
         _write_model_files(model, tmp, {"train": state.get("config")})
         tensors, meta = _optimizer_tensors(optimizer)
         tensors.update({f"rng.{k}": v for k, v in rng.items()})
@@ -212,11 +194,11 @@ def save_training_checkpoint(
             save_file(aux_tensors, str(tmp / AUX_NAME))
         (tmp / STATE_NAME).write_text(json.dumps({**state, "optimizer": meta, "aux": aux_meta}, indent=1))
         for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+            fsync_file(f)
         if final.exists():
             _discard(final)
         os.replace(tmp, final)
+        fsync_folder(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -54,6 +54,7 @@ def _parse_value(text: str):
 
 def _run_train(args: argparse.Namespace) -> int:
     from autocolor.train import TrainConfig, train
+    from autocolor.validation import format_test_table
 
     kwargs = {}
     for item in args.model_arg:
@@ -70,7 +71,9 @@ def _run_train(args: argparse.Namespace) -> int:
         verify_cifar=not args.no_verify, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
         workers=args.workers, device=args.device, time_limit_min=args.time_limit,
     )
-    train(cfg, resume=args.resume, progress=not args.no_progress)
+    result = train(cfg, resume=args.resume, progress=not args.no_progress)
+    if result.get("test"):  # rank 0 only, and only when there is a test split
+        print(f"\ntest split ({result['test_images']} images):\n{format_test_table(result['test'], args.model)}")
     return 0
 
 
@@ -303,14 +306,14 @@ COMMANDS = {"train": _run_train, "data": _run_data, "models": _run_models, "serv
 
 
 def main(argv: list[str] | None = None) -> int:
-    from autocolor.errors import user_errors
+    from autocolor.errors import EXIT_USER_ERROR, AutocolorError
 
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except user_errors() as exc:
+    except AutocolorError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -27,11 +27,12 @@ from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from autocolor.color import rgb_to_gray
+from autocolor.errors import AutocolorError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class DatasetError(RuntimeError):
+class DatasetError(AutocolorError, RuntimeError):
     """A dataset that cannot be used, with a message saying what to do."""
 
 

@@ -6,9 +6,10 @@ MASTER_ADDR/PORT); one process with none of it set is a world of one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
-from typing import Sequence, TypeVar
+from typing import Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -52,6 +53,33 @@ def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
         # NCCL for GPU tensors, gloo for CPU ones (counts, checks) in the same group.
         dist.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
     return info, device
+
+
+@contextlib.contextmanager
+def process_group(device_name: str) -> Iterator[tuple[DistInfo, torch.device]]:
+    """:func:`init_distributed` for the length of a block, then leave the
+    process group again (only if this block joined it), even on an error."""
+    joined_before = dist.is_available() and dist.is_initialized()
+    info, device = init_distributed(device_name)
+    try:
+        yield info, device
+    finally:
+        if not joined_before and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """True on every rank when ``flag`` is true on at least one (``flag`` itself for one process).
+
+    Decisions that change which collective operations come next (skip a step,
+    stop the run) must be taken this way, or one rank leaves while the others
+    wait for it forever.
+    """
+    if info.world == 1:
+        return bool(flag)
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)  # on the CPU: the gloo half of the group
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def shard(items: Sequence[T], info: DistInfo) -> list[T]:

@@ -1,27 +1,33 @@
-"""The project's own errors: each says which file or setting is wrong and why.
+"""The project's own errors, and the exit codes the CLI returns.
 
-The CLI prints these as one line; anything else is a bug and keeps its traceback.
+Every error a user can fix derives from :class:`AutocolorError` and says, in
+one line, which file or setting is wrong and what to do instead. The CLI
+prints these as ``error: ...`` and exits with :data:`EXIT_USER_ERROR`;
+anything else is a bug and keeps its traceback.
+
+The subclasses live beside the code that raises them:
+``checkpoint.CheckpointError``, ``data.DatasetError``, ``train.TrainingError``,
+``photos.PhotoCorpusError``, ``evaluate.EvaluationError``,
+``imageio.ImageError`` and ``guide.HintError``. Each also keeps the builtin
+base it had before (``RuntimeError`` or ``ValueError``), so code that catches
+those, such as the batch colorizer's per-file ``except ValueError``, still
+catches them.
+
+Exit codes of the ``autocolor`` command:
+
+====  ==============================================================
+ 0    done: every input was handled
+ 1    some files failed (each named on stderr); the others were written
+ 2    user error: bad arguments, a missing or broken file or model folder
+====  ==============================================================
 """
 
 from __future__ import annotations
 
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_USER_ERROR = 2
 
-def user_errors() -> tuple[type[Exception], ...]:
-    from autocolor.checkpoint import CheckpointError
-    from autocolor.data import DatasetError
-    from autocolor.train import TrainingError
 
-    errors: list[type[Exception]] = [CheckpointError, DatasetError, TrainingError]
-    try:
-        from autocolor.imageio import ImageError
-
-        errors.append(ImageError)
-    except ImportError:
-        pass
-    try:
-        from autocolor.photos import PhotoCorpusError
-
-        errors.append(PhotoCorpusError)
-    except ImportError:
-        pass
-    return tuple(errors)
+class AutocolorError(Exception):
+    """Base of every error a user can fix; its message names the file or setting and the fix."""

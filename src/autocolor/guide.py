@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from autocolor.color import rgb_to_lab
+from autocolor.errors import AutocolorError
 from autocolor.levin import levin_colorize
 
 OUTPUT_STRIDE = 4  # the chroma network predicts ab at 1/4 of the working size
@@ -198,7 +199,7 @@ def _geometric(p_more: float, cap: int, gen: torch.Generator) -> int:
 # ---------------------------------------------------------------- hints from users
 
 
-class HintError(ValueError):
+class HintError(AutocolorError, ValueError):
     """Hints that cannot be used, with what is wrong."""
 
 

@@ -40,6 +40,7 @@ from PIL import Image, ImageFile, ImageOps, IptcImagePlugin, PngImagePlugin, Tif
 
 from autocolor import __version__
 from autocolor.color import rgb_to_gray
+from autocolor.errors import AutocolorError
 
 # 100 MP is a 12,000 x 8,000 scan; decoding and colorizing it needs a few GB.
 # Anything larger is far more likely a decompression bomb than a photo.
@@ -62,7 +63,7 @@ SIXTEEN_BIT_FORMATS = ("png", "tiff")
 _COLOR_TOLERANCE = 3 / 255
 
 
-class ImageError(ValueError):
+class ImageError(AutocolorError, ValueError):
     """A file that cannot be used as an image (or written as one), with the reason."""
 
 

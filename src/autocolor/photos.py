@@ -14,7 +14,7 @@ longest side is at most ``max_side`` and writes::
 
 Photo cut-outs that ship on a transparent background (Tux Paint stamps, Scratch
 costumes) are cropped to their opaque bounding box plus a small margin and
-composited onto a plain neutral grey, so the background carries no color that
+composited onto a plain neutral gray, so the background carries no color that
 the colorizer would have to guess.
 
 Some packages ship their images inside an archive file rather than as plain
@@ -57,6 +57,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps
+
+from autocolor.atomic import atomic_open, atomic_write_text
+from autocolor.errors import AutocolorError
 
 __all__ = [
     "BACKGROUND",
@@ -118,7 +121,7 @@ DEFAULT_CACHE_DIR = Path.home() / ".cache" / "autocolor" / "debs"
 """Where downloaded ``.deb`` files are kept between builds."""
 
 BACKGROUND: tuple[int, int, int] = (160, 160, 160)
-"""Neutral grey that transparent pixels are composited onto (a = b = 0 in Lab)."""
+"""Neutral gray that transparent pixels are composited onto (a = b = 0 in Lab)."""
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "split",
@@ -143,7 +146,7 @@ _JPEG_QUALITY = 95
 _CUTOUT_MARGIN = 0.06  # margin around a cut-out's bounding box, fraction of its longest side
 
 
-class PhotoCorpusError(RuntimeError):
+class PhotoCorpusError(AutocolorError, RuntimeError):
     """The photo corpus could not be built (missing tool, package or file, bad list)."""
 
 
@@ -657,15 +660,8 @@ def _composite(im: Image.Image, alpha: str, background: tuple[int, int, int]) ->
 
 
 def _save_jpeg_atomic(im: Image.Image, dest: Path, quality: int = _JPEG_QUALITY) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            im.save(fh, format="JPEG", quality=quality, optimize=True)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(dest) as fh:
+        im.save(fh, format="JPEG", quality=quality, optimize=True)
 
 
 # --------------------------------------------------------------------------- manifest
@@ -688,10 +684,7 @@ def _write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
     order = {s: i for i, s in enumerate(SPLITS)}
     for row in sorted(rows, key=lambda r: (order[r["split"]], r["file"])):
         writer.writerow({k: row.get(k, "") for k in MANIFEST_COLUMNS})
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-        fh.write(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write_text(path, buf.getvalue())
 
 
 def photo_categories(root: Path) -> dict[str, str]:

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from autocolor import adversarial
+from autocolor.atomic import atomic_write_text
 from autocolor.checkpoint import (
     CheckpointError,
-    atomic_write_bytes,
     checkpoint_candidates,
     load_model,
     load_training_checkpoint,
@@ -32,11 +32,12 @@ from autocolor.checkpoint import (
 )
 from autocolor.color import gray_to_l, normalize_ab, normalize_l, rgb_to_lab
 from autocolor.data import build_splits, sample_generator, set_epoch
+from autocolor.distributed import DistInfo, any_rank, process_group, weights_spread_across_ranks
+from autocolor.errors import AutocolorError
 from autocolor.guide import simulate_guide
-from autocolor.distributed import init_distributed, weights_spread_across_ranks
 from autocolor.models import count_parameters, create_model
-from autocolor.pipeline import colorize_tensor
 from autocolor.quantize import bin_counts, rebalanced_cross_entropy, rebalancing_weights
+from autocolor.validation import image_grid, save_png, test_metrics, validate
 
 # Per-model defaults follow the reference designs (batch 100 at 32 px for the
 # CAE, 32 at 150 px for the U-Net); the chroma model trains on 128 px crops.
@@ -48,8 +49,8 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 LOSSES = ("mse", "ce", "huber")
 
 
-class TrainingError(RuntimeError):
-    pass
+class TrainingError(AutocolorError, RuntimeError):
+    """Training settings or data that cannot work, with what to change."""
 
 
 @dataclass
@@ -182,70 +183,51 @@ def estimate_rebalancing(dataset: Dataset, model: nn.Module, mix: float, samples
     return rebalancing_weights(counts, model.bins, mix=mix)
 
 
-@torch.no_grad()
-def image_grid(model: nn.Module, rgb: torch.Tensor, gray: torch.Tensor) -> torch.Tensor:
-    """Rows of gray | prediction | truth, as one ``(3, H, W)`` image."""
-    from torchvision.utils import make_grid
-
-    pred = colorize_tensor(model, gray, render_size=gray.shape[-1])
-    rows = [torch.stack([gray[i].expand(3, -1, -1), pred[i].cpu(), rgb[i]]) for i in range(len(rgb))]
-    return make_grid(torch.cat(rows), nrow=3, padding=2, pad_value=1.0)
+# ---------------------------------------------------------------- the loop, in named steps
 
 
-def save_png(image: torch.Tensor, path: Path) -> None:
-    """Write a ``(3, H, W)`` [0, 1] image as PNG, atomically."""
-    import io
+@dataclass
+class _Run:
+    """One training run: what :func:`_set_up` builds and the steps below advance."""
 
-    from PIL import Image
-
-    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-@torch.no_grad()
-def validate(model: nn.Module, loader: DataLoader, device: torch.device, max_batches: int) -> dict[str, float]:
-    """PSNR (RGB) of the model and of the grey copy on up to ``max_batches`` batches."""
-    from torchmetrics.functional.image import peak_signal_noise_ratio as psnr
-
-    was_training = model.training
-    model.eval()
-    scores, grey_scores = [], []
-    for i, (rgb, gray) in enumerate(loader):
-        if i >= max_batches:
-            break
-        pred = colorize_tensor(model, gray, render_size=gray.shape[-1])
-        scores.append(psnr(pred, rgb, data_range=1.0).item())
-        grey_scores.append(psnr(gray.expand_as(rgb), rgb, data_range=1.0).item())
-    model.train(was_training)
-    if not scores:
-        return {}
-    return {"psnr": sum(scores) / len(scores), "psnr_grey": sum(grey_scores) / len(grey_scores)}
-
-
-@torch.no_grad()
-def test_metrics(model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 32) -> dict[str, dict]:
-    """PSNR and SSIM (both on RGB in [0, 1]) of the model and the grey copy."""
-    from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
-
-    model.eval()
-    meters = {
-        name: (
-            PeakSignalNoiseRatio(data_range=1.0, sync_on_compute=False),
-            StructuralSimilarityIndexMeasure(data_range=1.0, sync_on_compute=False),
-        )
-        for name in ("model", "grey")
-    }
-    for rgb, gray in DataLoader(dataset, batch_size=batch_size):
-        pred = colorize_tensor(model, gray, render_size=gray.shape[-1])
-        for name, out in (("model", pred), ("grey", gray.expand_as(rgb))):
-            meters[name][0].update(out, rgb)
-            meters[name][1].update(out, rgb)
-    return {n: {"psnr": p.compute().item(), "ssim": s.compute().item()} for n, (p, s) in meters.items()}
+    cfg: TrainConfig
+    info: DistInfo
+    device: torch.device
+    out: Path
+    splits: Any
+    model: nn.Module  # the model itself (what is saved)
+    loss_fn: ColorizationLoss
+    optimizer: torch.optim.Optimizer
+    n_train: int
+    batch_size: int
+    total_steps: int
+    disc: nn.Module | None = None  # the PatchGAN discriminator, when gan_weight > 0
+    disc_optimizer: torch.optim.Optimizer | None = None
+    aux: dict[str, Any] = field(default_factory=dict)  # saved beside the model in checkpoints
+    ddp_model: nn.Module | None = None  # what the forward pass calls (DDP-wrapped under torchrun)
+    ddp_disc: nn.Module | None = None
+    step: int = 0
+    epoch: int = 0
+    start_batch: int = 0  # the next global batch of the epoch
+    bad_steps: int = 0  # consecutive non-finite losses
+    loss_value: float | None = None  # None until a step has run (JSON has no NaN)
+    writer: Any = None  # TensorBoard, on rank 0
+    bar: Any = None  # tqdm, on rank 0 with progress
+    val_loader: DataLoader | None = None
+    grid_batch: tuple[torch.Tensor, torch.Tensor] | None = None
+    autocast: Any = None
+    started: float = 0.0
+    cpu_started: float = 0.0
 
 
-# ---------------------------------------------------------------- the loop
+@dataclass
+class _GanTerms:
+    """What the discriminator's own step needs from the colorizer's forward pass."""
+
+    l_small: torch.Tensor
+    ab_real: torch.Tensor
+    ab_fake: torch.Tensor
+    generator_loss: float
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -256,19 +238,22 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     stopped: same data order, optimizer state and step count.
     """
     cfg = config.resolved()
-    info, device = init_distributed(cfg.device)
-    out = Path(cfg.out)
-    torch.manual_seed(cfg.seed)
+    with process_group(cfg.device) as (info, device):
+        run = _set_up(cfg, info, device)
+        if resume:
+            _resume(run)
+        _wrap_distributed(run)
+        _open_logs(run, progress)
+        _train_until_done(run)
+        return _finish(run)
 
+
+def _set_up(cfg: TrainConfig, info: DistInfo, device: torch.device) -> _Run:
+    """Data, model, loss and optimizers (and the discriminator), all from the seed."""
+    torch.manual_seed(cfg.seed)
     splits = build_splits(cfg.data, cfg.image_size, cfg.seed, cfg.split, cfg.download, cfg.verify_cifar,
                           cfg.crop_min_scale)
-    model = create_model(cfg.model, **cfg.model_kwargs)
-    if model.fixed_size is not None and cfg.image_size != model.fixed_size:
-        raise TrainingError(f"{cfg.model} takes {model.fixed_size}px images, not {cfg.image_size}px")
-    if cfg.gan_weight and model.predicts != "ab":
-        raise TrainingError(f"gan_weight needs a chroma model (predicts ab); {cfg.model} predicts RGB")
-    if cfg.init:
-        _init_from(model, Path(cfg.init))
+    model = _build_model(cfg)
     if cfg.batch_size % info.world:
         raise TrainingError(f"batch size {cfg.batch_size} does not split over {info.world} processes")
     n_train = len(splits.train)
@@ -287,190 +272,260 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    disc = disc_optimizer = None
-    aux: dict[str, Any] = {}
+    run = _Run(cfg, info, device, Path(cfg.out), splits, model, loss_fn, optimizer, n_train, batch_size, total_steps)
     if cfg.gan_weight:
-        disc = adversarial.PatchDiscriminator().to(device)
-        disc_optimizer = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
-        aux = {"discriminator": disc, "discriminator_optimizer": disc_optimizer}
+        run.disc = adversarial.PatchDiscriminator().to(device)
+        run.disc_optimizer = torch.optim.Adam(run.disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        run.aux = {"discriminator": run.disc, "discriminator_optimizer": run.disc_optimizer}
+    return run
 
-    step, start_batch, epoch = 0, 0, 0
-    if resume:
-        state = None
-        for ckpt in checkpoint_candidates(out):
-            try:
-                state, rng = load_training_checkpoint(ckpt, model, optimizer, aux)
-                if "torch" in rng:
-                    torch.set_rng_state(rng["torch"])
-                if info.main:
-                    print(f"resuming from {ckpt} (step {state['step']})")
-                break
-            except CheckpointError as exc:
-                if info.main:
-                    print(f"warning: skipping damaged checkpoint: {exc}")
-        if state is None:
-            if info.main:
-                print(f"no checkpoint in {out / 'checkpoints'}: starting from scratch")
-        else:
-            step, epoch, start_batch = state["step"], state["epoch"], state["batch_in_epoch"]
 
-    ddp_model = model
-    if info.world > 1:
-        if device.type == "cuda":
-            # Batch statistics over the global batch, as one process would see them.
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    ddp_disc = disc
-    if disc is not None and info.world > 1:
-        ddp_disc = nn.parallel.DistributedDataParallel(disc, device_ids=[device.index] if device.type == "cuda" else None)
+def _build_model(cfg: TrainConfig) -> nn.Module:
+    model = create_model(cfg.model, **cfg.model_kwargs)
+    if model.fixed_size is not None and cfg.image_size != model.fixed_size:
+        raise TrainingError(f"{cfg.model} takes {model.fixed_size}px images, not {cfg.image_size}px")
+    if cfg.gan_weight and model.predicts != "ab":
+        raise TrainingError(f"gan_weight needs a chroma model (predicts ab); {cfg.model} predicts RGB")
+    if cfg.init:
+        _init_from(model, Path(cfg.init))
+    return model
 
-    writer = None
+
+def _resume(run: _Run) -> None:
+    """Continue from the newest readable checkpoint: weights, optimizers, RNG and position."""
+    state = None
+    for ckpt in checkpoint_candidates(run.out):
+        try:
+            state, rng = load_training_checkpoint(ckpt, run.model, run.optimizer, run.aux)
+            if "torch" in rng:
+                torch.set_rng_state(rng["torch"])
+            if run.info.main:
+                print(f"resuming from {ckpt} (step {state['step']})")
+            break
+        except CheckpointError as exc:
+            if run.info.main:
+                print(f"warning: skipping damaged checkpoint: {exc}")
+    if state is None:
+        if run.info.main:
+            print(f"no checkpoint in {run.out / 'checkpoints'}: starting from scratch")
+    else:
+        run.step, run.epoch, run.start_batch = state["step"], state["epoch"], state["batch_in_epoch"]
+
+
+def _wrap_distributed(run: _Run) -> None:
+    run.ddp_model, run.ddp_disc = run.model, run.disc
+    if run.info.world == 1:
+        return
+    device_ids = [run.device.index] if run.device.type == "cuda" else None
+    if run.device.type == "cuda":
+        # Batch statistics over the global batch, as one process would see them.
+        run.model = nn.SyncBatchNorm.convert_sync_batchnorm(run.model)
+    run.ddp_model = nn.parallel.DistributedDataParallel(run.model, device_ids=device_ids)
+    if run.disc is not None:
+        run.ddp_disc = nn.parallel.DistributedDataParallel(run.disc, device_ids=device_ids)
+
+
+def _open_logs(run: _Run, progress: bool) -> None:
+    """The run folder, TensorBoard and the progress bar (rank 0), and the validation batches."""
+    cfg, info = run.cfg, run.info
     if info.main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        run.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.out / "train_config.json", json.dumps(asdict(cfg), indent=2))
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(out / "tensorboard"))
-        print(f"{cfg.model}: {count_parameters(model):,} parameters; {n_train} training images; "
-              f"batch {batch_size} at {cfg.image_size}px; {total_steps} steps on {device}"
+        run.writer = SummaryWriter(str(run.out / "tensorboard"))
+        print(f"{cfg.model}: {count_parameters(run.model):,} parameters; {run.n_train} training images; "
+              f"batch {run.batch_size} at {cfg.image_size}px; {run.total_steps} steps on {run.device}"
               + (f" x {info.world} processes" if info.world > 1 else ""))
-
-    val_loader = DataLoader(splits.val, batch_size=min(16, max(1, len(splits.val))))
-    grid_batch = next(iter(DataLoader(splits.val, batch_size=6))) if len(splits.val) else None
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null_context()
-
-    bar = None
+    val = run.splits.val
+    run.val_loader = DataLoader(val, batch_size=min(16, max(1, len(val))))
+    run.grid_batch = next(iter(DataLoader(val, batch_size=6))) if len(val) else None
+    run.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if run.device.type == "cuda" else _null_context()
     if info.main and progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total_steps, initial=step, desc=cfg.model, unit="step", dynamic_ncols=True)
+        run.bar = tqdm(total=run.total_steps, initial=run.step, desc=cfg.model, unit="step", dynamic_ncols=True)
 
-    def checkpoint() -> None:
-        if info.main:
-            rng = {"torch": torch.get_rng_state()}
-            save_training_checkpoint(out, model, optimizer, {
-                "step": step, "epoch": epoch, "batch_in_epoch": start_batch, "config": asdict(cfg),
-            }, rng, aux=aux)
 
+def _train_until_done(run: _Run) -> None:
+    """Epochs until the last step, a time limit, Ctrl-C or SIGTERM (the last three with a checkpoint)."""
     previous_sigterm = _stop_on_sigterm()
-    started, cpu_started = time.monotonic(), time.process_time()
-    bad_steps = 0
-    loss_value: float | None = None  # None until a step has run (JSON has no NaN)
-    model.train()
+    run.started, run.cpu_started = time.monotonic(), time.process_time()
+    run.model.train()
     try:
-        while step < total_steps:
-            set_epoch(splits.train, epoch)
-            batches = epoch_batches(n_train, batch_size, cfg.seed, epoch)
-            # Each rank takes every world-th sample of each global batch (not a
-            # DistributedSampler's shard of the whole epoch), so N processes
-            # step through exactly the batches one process would.
-            mine = [b[info.rank :: info.world] for b in batches[start_batch:]]
-            loader = DataLoader(splits.train, batch_sampler=mine, num_workers=cfg.workers,
-                                pin_memory=device.type == "cuda", persistent_workers=False)
-            for indices, (rgb, gray) in zip(mine, loader):
-                # Hints drawn per sample, seeded by where it sits in the run (as augmentation is).
-                hint_gens = [sample_generator(cfg.seed + 1, epoch, i) for i in indices]
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(step, total_steps, cfg)
-                rgb, gray = rgb.to(device, non_blocking=True), gray.to(device, non_blocking=True)
-                adv_value = None
-                with autocast:
-                    if disc is None:
-                        loss = loss_fn(ddp_model, rgb, gray, hint_gens=hint_gens)
-                    else:
-                        loss, raw, ab_true = loss_fn(ddp_model, rgb, gray, with_output=True, hint_gens=hint_gens)
-                        l_small, ab_real = adversarial.discriminator_inputs(
-                            normalize_l(gray_to_l(gray)), ab_true, raw.shape[-2:])
-                        ab_fake = normalize_ab(model.decode(raw))
-                        adversarial.set_requires_grad(disc, False)
-                        adv = adversarial.generator_loss(disc, l_small, ab_fake)
-                        adv_value = adv.item()
-                        loss = loss + cfg.gan_weight * adv
-                optimizer.zero_grad(set_to_none=True)
-                if not torch.isfinite(loss):
-                    bad_steps += 1
-                    if bad_steps >= cfg.max_bad_steps:
-                        raise TrainingError(f"loss was not finite for {bad_steps} steps in a row at step {step}; "
-                                            "stopping (lower the learning rate?). The last good checkpoint is kept.")
-                    if info.main:
-                        print(f"warning: non-finite loss at step {step}; step skipped")
-                    start_batch += 1
-                    continue
-                bad_steps = 0
-                loss.backward()
-                optimizer.step()
-                if disc is not None:
-                    adversarial.set_requires_grad(disc, True)
-                    with autocast:
-                        d_loss = adversarial.discriminator_loss(ddp_disc, l_small, ab_real, ab_fake)
-                    for group in disc_optimizer.param_groups:
-                        group["lr"] = lr_at(step, total_steps, cfg)
-                    disc_optimizer.zero_grad(set_to_none=True)
-                    d_loss.backward()
-                    disc_optimizer.step()
-                step += 1
-                start_batch += 1
-                loss_value = loss.item()
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss_value:.4f}", epoch=epoch)
-                if writer is not None and step % cfg.log_every == 0:
-                    writer.add_scalar("train/loss", loss_value, step)
-                    writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
-                    if adv_value is not None:
-                        writer.add_scalar("train/gan_generator", adv_value, step)
-                        writer.add_scalar("train/gan_discriminator", d_loss.item(), step)
-                if info.main and (step % cfg.eval_every == 0 or step == total_steps):
-                    _report(model, val_loader, grid_batch, device, cfg, writer, out, step)
-                    model.train()
-                if step % cfg.checkpoint_every == 0 or step == total_steps:
-                    checkpoint()
-                if cfg.time_limit_min is not None and time.monotonic() - started > cfg.time_limit_min * 60:
-                    raise _TimeUp()
-                if step >= total_steps:
-                    break
-            if step < total_steps or start_batch >= len(batches):
-                epoch += 1
-                start_batch = 0
+        while run.step < run.total_steps:
+            _run_epoch(run)
     except (_TimeUp, KeyboardInterrupt) as exc:
-        checkpoint()
-        if info.main:
+        _save_checkpoint(run)
+        if run.info.main:
             why = "time limit reached" if isinstance(exc, _TimeUp) else "interrupted"
-            print(f"\n{why} at step {step}: checkpoint saved; continue with --resume")
+            print(f"\n{why} at step {run.step}: checkpoint saved; continue with --resume")
     finally:
-        if bar is not None:
-            bar.close()
+        if run.bar is not None:
+            run.bar.close()
         if previous_sigterm is not None:
             import signal
 
             signal.signal(signal.SIGTERM, previous_sigterm)
 
+
+def _run_epoch(run: _Run) -> None:
+    """The rest of the current epoch (all of it, unless resuming mid-epoch or at the last step)."""
+    cfg, info = run.cfg, run.info
+    set_epoch(run.splits.train, run.epoch)
+    batches = epoch_batches(run.n_train, run.batch_size, cfg.seed, run.epoch)
+    # Each rank takes every world-th sample of each global batch (not a
+    # DistributedSampler's shard of the whole epoch), so N processes
+    # step through exactly the batches one process would.
+    mine = [b[info.rank :: info.world] for b in batches[run.start_batch :]]
+    loader = DataLoader(run.splits.train, batch_sampler=mine, num_workers=cfg.workers,
+                        pin_memory=run.device.type == "cuda", persistent_workers=False)
+    for indices, (rgb, gray) in zip(mine, loader):
+        if _run_batch(run, indices, rgb, gray):
+            _after_step(run)
+        if run.step >= run.total_steps:
+            break
+    if run.step < run.total_steps or run.start_batch >= len(batches):
+        run.epoch += 1
+        run.start_batch = 0
+
+
+def _run_batch(run: _Run, indices: list[int], rgb: torch.Tensor, gray: torch.Tensor) -> bool:
+    """One optimizer step on one batch; False when the ranks agreed to skip it (a non-finite loss)."""
+    cfg = run.cfg
+    # Hints drawn per sample, seeded by where it sits in the run (as augmentation is).
+    hint_gens = [sample_generator(cfg.seed + 1, run.epoch, i) for i in indices]
+    lr = lr_at(run.step, run.total_steps, cfg)
+    _set_lr(run.optimizer, lr)
+    rgb, gray = rgb.to(run.device, non_blocking=True), gray.to(run.device, non_blocking=True)
+    with run.autocast:
+        loss, gan = _forward(run, rgb, gray, hint_gens)
+    run.optimizer.zero_grad(set_to_none=True)
+    # Every rank must take the same branch: DDP's backward waits for all of them.
+    if any_rank(not torch.isfinite(loss), run.info):
+        _skip_step(run)
+        return False
+    run.bad_steps = 0
+    loss.backward()
+    run.optimizer.step()
+    d_loss = _discriminator_step(run, gan, lr) if gan is not None else None
+    run.step += 1
+    run.start_batch += 1
+    run.loss_value = loss.item()
+    _log_step(run, gan, d_loss)
+    return True
+
+
+def _forward(run: _Run, rgb: torch.Tensor, gray: torch.Tensor, hint_gens: list[torch.Generator]):
+    """The colorizer's loss, plus the PatchGAN generator term when the run has a discriminator."""
+    if run.disc is None:
+        return run.loss_fn(run.ddp_model, rgb, gray, hint_gens=hint_gens), None
+    loss, raw, ab_true = run.loss_fn(run.ddp_model, rgb, gray, with_output=True, hint_gens=hint_gens)
+    l_small, ab_real = adversarial.discriminator_inputs(normalize_l(gray_to_l(gray)), ab_true, raw.shape[-2:])
+    ab_fake = normalize_ab(run.model.decode(raw))
+    adversarial.set_requires_grad(run.disc, False)
+    adv = adversarial.generator_loss(run.disc, l_small, ab_fake)
+    return loss + run.cfg.gan_weight * adv, _GanTerms(l_small, ab_real, ab_fake, adv.item())
+
+
+def _discriminator_step(run: _Run, gan: _GanTerms, lr: float) -> torch.Tensor:
+    adversarial.set_requires_grad(run.disc, True)
+    with run.autocast:
+        d_loss = adversarial.discriminator_loss(run.ddp_disc, gan.l_small, gan.ab_real, gan.ab_fake)
+    _set_lr(run.disc_optimizer, lr)
+    run.disc_optimizer.zero_grad(set_to_none=True)
+    d_loss.backward()
+    run.disc_optimizer.step()
+    return d_loss
+
+
+def _skip_step(run: _Run) -> None:
+    run.bad_steps += 1
+    if run.bad_steps >= run.cfg.max_bad_steps:
+        raise TrainingError(f"loss was not finite for {run.bad_steps} steps in a row at step {run.step}; "
+                            "stopping (lower the learning rate?). The last good checkpoint is kept.")
+    if run.info.main:
+        print(f"warning: non-finite loss at step {run.step}; step skipped")
+    run.start_batch += 1
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _log_step(run: _Run, gan: _GanTerms | None, d_loss: torch.Tensor | None) -> None:
+    if run.bar is not None:
+        run.bar.update(1)
+        run.bar.set_postfix(loss=f"{run.loss_value:.4f}", epoch=run.epoch)
+    if run.writer is not None and run.step % run.cfg.log_every == 0:
+        run.writer.add_scalar("train/loss", run.loss_value, run.step)
+        run.writer.add_scalar("train/lr", run.optimizer.param_groups[0]["lr"], run.step)
+        if gan is not None:
+            run.writer.add_scalar("train/gan_generator", gan.generator_loss, run.step)
+            run.writer.add_scalar("train/gan_discriminator", d_loss.item(), run.step)
+
+
+def _after_step(run: _Run) -> None:
+    """Validation, checkpoint and the time limit, each when it is due."""
+    cfg, last = run.cfg, run.step == run.total_steps
+    if run.info.main and (run.step % cfg.eval_every == 0 or last):
+        _validate(run)
+        run.model.train()
+    if run.step % cfg.checkpoint_every == 0 or last:
+        _save_checkpoint(run)
+    # Agreed by all ranks, so that none stops while the others wait for it.
+    timed_out = cfg.time_limit_min is not None and time.monotonic() - run.started > cfg.time_limit_min * 60
+    if any_rank(timed_out, run.info):
+        raise _TimeUp()
+
+
+def _validate(run: _Run) -> None:
+    """Validation PSNR and the gray | prediction | truth grid, to TensorBoard and ``grid.png``."""
+    model, writer = run.model, run.writer
+    scores = validate(model, run.val_loader, run.device, run.cfg.eval_batches)
+    if scores and writer is not None:
+        writer.add_scalar("val/psnr", scores["psnr"], run.step)
+        writer.add_scalar("val/psnr_gray_copy", scores["psnr_gray"], run.step)
+    if run.grid_batch is not None:
+        model.eval()
+        grid = image_grid(model, *run.grid_batch)
+        save_png(grid, run.out / "grid.png")
+        if writer is not None:
+            writer.add_image("val/gray_prediction_truth", grid, run.step)
+
+
+def _save_checkpoint(run: _Run) -> None:
+    """Rank 0 writes the checkpoint: all ranks hold the same weights."""
+    if run.info.main:
+        rng = {"torch": torch.get_rng_state()}
+        save_training_checkpoint(run.out, run.model, run.optimizer, {
+            "step": run.step, "epoch": run.epoch, "batch_in_epoch": run.start_batch, "config": asdict(run.cfg),
+        }, rng, aux=run.aux)
+
+
+def _finish(run: _Run) -> dict[str, Any]:
+    """The final weights and the test split's scores (rank 0); returns what it wrote to ``test_metrics.json``."""
+    info = run.info
     result: dict[str, Any] = {
-        "step": step,
-        "loss": loss_value,
-        "train_seconds": time.monotonic() - started,
-        "train_cpu_seconds": time.process_time() - cpu_started,  # all threads: the compute actually used
+        "step": run.step,
+        "loss": run.loss_value,
+        "train_seconds": time.monotonic() - run.started,
+        "train_cpu_seconds": time.process_time() - run.cpu_started,  # all threads: the compute actually used
     }
     if info.world > 1:
-        spread = weights_spread_across_ranks(model)
+        spread = weights_spread_across_ranks(run.model)
         if info.main:
             print(f"weights identical across {info.world} ranks: {spread == 0} (max difference {spread:.3g})")
         result["rank_weight_spread"] = spread
     if info.main:
-        save_model(model, out, {"train": asdict(cfg), "step": step})
-        metrics = test_metrics(model, splits.test, device) if len(splits.test) else {}
-        result["test"] = metrics
-        (out / "test_metrics.json").write_text(json.dumps(result, indent=2))
-        if metrics:
-            print(f"\ntest split ({len(splits.test)} images at {cfg.image_size}px):")
-            print("| output | PSNR (dB) | SSIM (RGB) |\n|---|---|---|")
-            for name in ("model", "grey"):
-                label = cfg.model if name == "model" else "grey copy"
-                print(f"| {label} | {metrics[name]['psnr']:.2f} | {metrics[name]['ssim']:.4f} |")
-        if writer is not None:
-            writer.close()
+        save_model(run.model, run.out, {"train": asdict(run.cfg), "step": run.step})
+        test = run.splits.test
+        result["test"] = test_metrics(run.model, test, run.device) if len(test) else {}
+        result["test_images"] = len(test)
+        atomic_write_text(run.out / "test_metrics.json", json.dumps(result, indent=2))
+        if run.writer is not None:
+            run.writer.close()
     if info.world > 1:
         dist.barrier()
     return result
@@ -516,14 +571,3 @@ class _null_context:
         return False
 
 
-def _report(model, val_loader, grid_batch, device, cfg, writer, out: Path, step: int) -> None:
-    scores = validate(model, val_loader, device, cfg.eval_batches)
-    if scores and writer is not None:
-        writer.add_scalar("val/psnr", scores["psnr"], step)
-        writer.add_scalar("val/psnr_grey_copy", scores["psnr_grey"], step)
-    if grid_batch is not None:
-        model.eval()
-        grid = image_grid(model, *grid_batch)
-        save_png(grid, out / "grid.png")
-        if writer is not None:
-            writer.add_image("val/gray_prediction_truth", grid, step)
