@@ -147,17 +147,68 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     p.add_argument("--grid-rows", type=int, default=8, help="images shown in each grid")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, ...")
+    p.add_argument("--hint-points", metavar="COUNTS",
+                   help="instead: guided colorization with this many simulated points per photo, e.g. "
+                        "0,1,2,5,10,20,50 (5x5 patch means of the truth, at the first size); models may include levin")
+
+
+def _numbers(text: str, kind, flag: str) -> list:
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"error: {flag} {text!r} is not a comma-separated list of numbers") from None
+
+
+def _run_evaluate_hints(args: argparse.Namespace) -> int:
+    from autocolor.evaluate_hints import evaluate_hints, format_hints_markdown
+
+    report = evaluate_hints(
+        models=[m for m in args.models.split(",") if m.strip()], data=args.data,
+        size=_numbers(args.sizes, int, "--sizes")[0], counts=_numbers(args.hint_points, int, "--hint-points"),
+        n=args.n or None, seed=args.seed, split=args.split, batch_size=args.batch_size, out_dir=args.out,
+    )
+    print(format_hints_markdown(report), end="")
+    if args.out is not None:
+        print(f"wrote {args.out / 'hints.md'}, hints.json and hints.png")
+    return 0
+
+
+def _add_tune(sub: argparse._SubParsersAction) -> None:
+    from autocolor.tune import DEFAULT_BAND, DEFAULT_SCALES, DEFAULT_TEMPERATURES
+
+    p = sub.add_parser("tune", help="choose a chroma model's decoding (temperature, chroma scale) on the val split",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", type=Path, help="model folder (model.safetensors + config.json)")
+    p.add_argument("--data", required=True, help="folder:DIR (as autocolor data photos writes it)")
+    p.add_argument("--split", default="val", choices=["val", "train"], help="never test: it is for reporting")
+    p.add_argument("--temperatures", default=",".join(map(str, DEFAULT_TEMPERATURES)), help="comma-separated")
+    p.add_argument("--scales", default=",".join(map(str, DEFAULT_SCALES)), help="comma-separated chroma scales")
+    p.add_argument("--band", default=",".join(map(str, DEFAULT_BAND)),
+                   help="colorfulness ratio band the rule keeps (then the lowest CIEDE2000 wins)")
+    p.add_argument("--all-photos", action="store_true", help="score cut-outs too, not only whole scenes")
+    p.add_argument("--n", type=int, default=0, help="photos drawn (seeded) from the split; 0 means all")
+    p.add_argument("--write", action="store_true", help="save the chosen decoding as the folder's decoding.json")
+
+
+def _run_tune(args: argparse.Namespace) -> int:
+    from autocolor.tune import format_tune, tune
+
+    band = _numbers(args.band, float, "--band")
+    if len(band) != 2 or not 0 <= band[0] <= band[1]:
+        raise SystemExit(f"error: --band {args.band!r} must be two increasing numbers, e.g. 0.8,1.2")
+    report = tune(args.model, args.data, split=args.split, temperatures=_numbers(args.temperatures, float,
+                  "--temperatures"), scales=_numbers(args.scales, float, "--scales"), band=(band[0], band[1]),
+                  scenes_only=not args.all_photos, n=args.n or None, write=args.write)
+    print(format_tune(report))
+    return 0
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from autocolor.evaluate import EvaluationError, evaluate, format_markdown
 
-    def numbers(text: str, kind, flag: str) -> list:
-        try:
-            return [kind(x) for x in text.split(",") if x.strip()]
-        except ValueError:
-            raise SystemExit(f"error: {flag} {text!r} is not a comma-separated list of numbers") from None
-
+    if args.hint_points:
+        return _run_evaluate_hints(args)
+    numbers = _numbers
     try:
         report = evaluate(
             models=[m for m in args.models.split(",") if m.strip()], data=args.data,
@@ -295,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list registered models with their parameter counts")
     _add_serve(sub)
     _add_evaluate(sub)
+    _add_tune(sub)
     _add_colorize(sub)
     _add_export(sub)
     _add_demo(sub)
@@ -302,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"train": _run_train, "data": _run_data, "models": _run_models, "serve": _run_serve, "evaluate": _run_evaluate,
-            "colorize": _run_colorize, "export": _run_export, "demo": _run_demo}
+            "tune": _run_tune, "colorize": _run_colorize, "export": _run_export, "demo": _run_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

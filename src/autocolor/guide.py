@@ -379,3 +379,29 @@ def load_points(path: str | os.PathLike) -> list[dict]:
     if not isinstance(points, list):
         raise HintError(f'{path}: expected {{"points": [{{"x": .., "y": .., "color": "#rrggbb"}}, ...]}}')
     return points
+
+
+def refine_with_hints(ab: torch.Tensor, lightness: torch.Tensor, guide: Guide, decay: float) -> torch.Tensor:
+    """Make a prediction agree with the points: the differences between the
+    hints and the predicted ab at the hinted pixels are spread over the image
+    by Levin et al.'s optimization with ``decay`` (edge-aware, fading with
+    distance) and added. Without hints, ``ab`` comes back unchanged.
+
+    Args:
+        ab: ``(B, 2, h, w)`` predicted ab (Lab units) at the model's output resolution.
+        lightness: ``(B, 1, H, W)`` L at the working size; guide: the hints at that size.
+    """
+    if not bool(guide.mask.any()):
+        return ab
+    size = ab.shape[-2:]
+    small_l = F.adaptive_avg_pool2d(lightness.float().cpu(), size).numpy()
+    weight = F.adaptive_avg_pool2d(guide.mask.float().cpu(), size)
+    hint = F.adaptive_avg_pool2d((guide.ab * guide.mask).float().cpu(), size) / weight.clamp_min(1e-6)
+    given = (weight > 0).squeeze(1).numpy()
+    residual = (hint - ab.cpu()).numpy()
+    out = ab.clone()
+    for i in range(ab.shape[0]):
+        if given[i].any():
+            spread = levin_colorize(small_l[i, 0], residual[i], given[i], decay)
+            out[i] += torch.from_numpy(spread).to(ab.device)
+    return out

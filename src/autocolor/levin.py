@@ -53,13 +53,18 @@ def affinity_matrix(lightness: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix((weights[inside], (row_idx, col_idx)), shape=(h * w, h * w))
 
 
-def levin_colorize(lightness: np.ndarray, hint_ab: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def levin_colorize(lightness: np.ndarray, hint_ab: np.ndarray, mask: np.ndarray, decay: float = 0.0) -> np.ndarray:
     """Propagate hint chroma over an image.
 
     Args:
         lightness: ``(H, W)`` L in [0, 100].
         hint_ab: ``(2, H, W)`` ab in Lab units where ``mask`` is set (ignored elsewhere).
         mask: ``(H, W)`` bool or 0/1: the pixels whose chroma is given.
+        decay: 0 for Levin et al.'s system; above 0 each free pixel is also
+            pulled towards 0 with this weight, ``(1 + decay) u_r = sum_s w_rs u_s``,
+            so what is spread fades with (edge-aware) distance from the hints,
+            over about ``1 / sqrt(decay)`` pixels. Used to spread corrections
+            of a prediction rather than colors.
 
     Returns:
         ``(2, H, W)`` float32 ab in Lab units; equal to ``hint_ab`` on the mask.
@@ -87,7 +92,7 @@ def levin_colorize(lightness: np.ndarray, hint_ab: np.ndarray, mask: np.ndarray)
     out = np.zeros((h * w, 2))
     out[given] = values
     if free.any():
-        system = (sp.identity(int(free.sum()), format="csr") - affinity[free][:, free]).tocsc()
+        system = ((1.0 + decay) * sp.identity(int(free.sum()), format="csr") - affinity[free][:, free]).tocsc()
         rhs = affinity[free][:, given] @ values  # (F, 2)
         # I - W is a diagonally dominant M-matrix with a symmetric pattern: no pivoting is
         # needed, and a minimum-degree ordering on A + A^T keeps the fill (and the time) small.

@@ -128,6 +128,7 @@ class OnnxChromaNet:
 
     predicts = "ab"
     fixed_size = None
+    exact_hints = False
 
     def __init__(self, graph: bytes | str | os.PathLike, model: nn.Module, threads: int | None = None) -> None:
         import onnxruntime as ort

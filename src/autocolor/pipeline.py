@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from autocolor.color import gray16_to_l, merge_gray_ab, saturate_rgb
-from autocolor.guide import Guide, Hints
+from autocolor.guide import Guide, Hints, refine_with_hints
 from autocolor.quantize import Decoding
 
 DEFAULT_RENDER_SIZE = 256
@@ -81,7 +81,11 @@ def predict_chroma(
         if not model.guided:
             raise ValueError("this model takes no color hints; use a guided model (the default) or 'levin'")
         guide = guide.to(_device_of(model))
-    return model.predict_ab(l_work.to(_device_of(model)), guide, decoding).float().cpu()
+    ab = model.predict_ab(l_work.to(_device_of(model)), guide, decoding).float().cpu()
+    decoding = decoding or model.decoding
+    if guide is not None and decoding.refine_hints and not model.exact_hints:
+        ab = refine_with_hints(ab, l_work, guide.to("cpu"), decoding.hint_decay)
+    return ab
 
 
 @torch.no_grad()

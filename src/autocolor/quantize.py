@@ -134,15 +134,22 @@ class Decoding:
         prior_correction: exponent on the class-rebalancing weights divided
             out of the predicted distribution before decoding (1: fully, 0:
             not at all, as Zhang et al. decode).
+        refine_hints: with color points, make the prediction agree with them
+            by spreading the differences (:func:`autocolor.guide.refine_with_hints`).
+        hint_decay: how fast those corrections fade with distance (0: not at all).
     """
 
     temperature: float = 0.38
     chroma_scale: float = 1.0
     prior_correction: float = 1.0
+    refine_hints: bool = False
+    hint_decay: float = 0.01
 
     def __post_init__(self) -> None:
+        if not isinstance(self.refine_hints, bool):
+            raise ValueError(f"decoding refine_hints must be true or false, got {self.refine_hints!r}")
         for name, low, high in (("temperature", 0.01, 10.0), ("chroma_scale", 0.0, 10.0),
-                                ("prior_correction", 0.0, 2.0)):
+                                ("prior_correction", 0.0, 2.0), ("hint_decay", 0.0, 1.0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"decoding {name} must be a finite number, got {value!r}")

@@ -18,6 +18,7 @@ from autocolor.quantize import Decoding, in_gamut_ab_bins
 
 class LevinColorizer(ChromaModel):
     guided = True
+    exact_hints = True
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,0 +1,123 @@
+"""``autocolor tune``: choose a chroma model's decoding on a validation split.
+
+The temperature moves the decoded color between the distribution's mode
+(vivid, T -> 0) and its mean (muted, T = 1); the chroma scale multiplies the
+result. Each setting is scored at 256 px on the validation split (never on
+test), on whole scenes by default (cut-outs on flat gray are easy to keep
+gray and say little about real photos), and the rule picks the one to ship:
+
+    among the settings whose colorfulness is within ``band`` of the truth's
+    (0.8-1.2 by default), the lowest CIEDE2000; if none is, the setting whose
+    colorfulness ratio is nearest the band.
+
+``--write`` saves the choice as the model folder's ``decoding.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from autocolor.checkpoint import load_model, save_decoding
+from autocolor.color import gray16_to_l, merge_gray_ab, rgb_to_lab
+from autocolor.data import build_splits
+from autocolor.evaluate import EvaluationError, load_images, sample_indices
+from autocolor.evaluate_hints import sample_categories
+from autocolor.metrics import colorfulness, mean_ciede2000_lab
+from autocolor.pipeline import predict_chroma, to_gray16
+from autocolor.quantize import Decoding
+
+DEFAULT_TEMPERATURES = (0.3, 0.38, 0.5, 0.7)
+DEFAULT_SCALES = (1.0, 1.25, 1.5, 1.75, 2.0)
+DEFAULT_BAND = (0.8, 1.2)
+
+
+def choose(rows: list[dict[str, Any]], band: tuple[float, float]) -> dict[str, Any]:
+    """The rule in the module docstring.
+
+    >>> rows = [{"ciede2000": 9.0, "colorfulness_ratio": 0.5}, {"ciede2000": 9.5, "colorfulness_ratio": 0.9},
+    ...         {"ciede2000": 10.0, "colorfulness_ratio": 1.1}]
+    >>> choose(rows, (0.8, 1.2))["ciede2000"]
+    9.5
+    """
+    inside = [r for r in rows if band[0] <= r["colorfulness_ratio"] <= band[1]]
+    if inside:
+        return min(inside, key=lambda r: r["ciede2000"])
+    return min(rows, key=lambda r: min(abs(r["colorfulness_ratio"] - b) for b in band))
+
+
+@torch.no_grad()
+def tune(
+    model_dir: str | Path,
+    data: str,
+    split: str = "val",
+    size: int = 256,
+    temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    band: tuple[float, float] = DEFAULT_BAND,
+    scenes_only: bool = True,
+    n: int | None = None,
+    seed: int = 0,
+    write: bool = False,
+) -> dict[str, Any]:
+    """Score every (temperature, scale) on ``split`` and pick one by the rule."""
+    if split == "test":
+        raise EvaluationError("tune on the val split (or another that is not the test split): test is for reporting")
+    model = load_model(Path(model_dir)).eval()
+    if model.predicts != "ab":
+        raise EvaluationError(f"{model_dir}: only chroma models have a decoding to tune")
+    dataset = getattr(build_splits(data, size, seed), split)
+    indices = sample_indices(len(dataset), n, seed)
+    if scenes_only:
+        categories = sample_categories(data, split, size, seed, indices)
+        indices = [i for i, c in zip(indices, categories) if c not in ("cutout", "?")] or indices
+    if not indices:
+        raise EvaluationError(f"{data}: the {split} split is empty")
+    rgb, gray = load_images(dataset, indices)
+    gray16 = to_gray16(gray)
+    lightness = gray16_to_l(gray16)
+    truth_lab = rgb_to_lab(rgb)
+    truth_cf = colorfulness(rgb).double().mean().item()
+    gray_de = mean_ciede2000_lab(rgb_to_lab(gray.expand(-1, 3, -1, -1)), truth_lab).double().mean().item()
+    head = model.head_kind if hasattr(model, "head_kind") else "classification"
+    temps = temperatures if head == "classification" else [model.decoding.temperature]
+    rows = []
+    for t in temps:
+        for s in scales:
+            decoding = replace(model.decoding, temperature=float(t), chroma_scale=float(s))
+            de, cf = [], []
+            for start in range(0, len(rgb), 16):
+                part = slice(start, start + 16)
+                ab = predict_chroma(model, lightness[part], size, None, decoding)
+                out = torch.from_numpy(merge_gray_ab(gray16[part], ab, np.float32)).permute(0, 3, 1, 2)
+                de.append(mean_ciede2000_lab(rgb_to_lab(out), truth_lab[part]))
+                cf.append(colorfulness(out))
+            ciede = torch.cat(de).double().mean().item()
+            rows.append({"decoding": decoding.to_dict(), "ciede2000": ciede, "ciede2000_vs_gray": ciede / gray_de,
+                         "colorfulness_ratio": torch.cat(cf).double().mean().item() / truth_cf})
+    best = choose(rows, band)
+    if write:
+        save_decoding(Path(model_dir), Decoding.from_dict(best["decoding"]))
+    return {"model": str(model_dir), "data": data, "split": split, "size": size, "n_images": len(indices),
+            "scenes_only": scenes_only, "band": list(band), "gray_ciede2000": gray_de, "rows": rows,
+            "chosen": best, "written": write}
+
+
+def format_tune(report: dict[str, Any]) -> str:
+    lines = [f"{report['split']} split, {report['n_images']} {'whole-scene ' if report['scenes_only'] else ''}"
+             f"photos at {report['size']} px; gray copy CIEDE2000 {report['gray_ciede2000']:.3f}", "",
+             "| temperature | chroma scale | CIEDE2000 | x gray | colorfulness ratio |", "|---:|---:|---:|---:|---:|"]
+    for r in report["rows"]:
+        d = r["decoding"]
+        mark = " **chosen**" if r is report["chosen"] else ""
+        lines.append(f"| {d['temperature']:g} | {d['chroma_scale']:g} | {r['ciede2000']:.3f} | "
+                     f"{r['ciede2000_vs_gray']:.3f} | {r['colorfulness_ratio']:.3f}{mark} |")
+    d = report["chosen"]["decoding"]
+    lines += ["", f"chosen by the rule (colorfulness in {report['band'][0]:g}-{report['band'][1]:g}, lowest CIEDE2000): "
+              f"temperature {d['temperature']:g}, chroma scale {d['chroma_scale']:g}"
+              + (" (written to decoding.json)" if report["written"] else " (not written; --write saves it)")]
+    return "\n".join(lines)
