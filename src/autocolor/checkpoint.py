@@ -10,18 +10,24 @@ and ``state.json`` (step, epoch, config). Nothing is ever unpickled.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
+import socket
+import stat
 import tempfile
+import time
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from autocolor.models import create_model
+from autocolor.models import _REGISTRY, create_model  # the factories' signatures are the config schema
 from autocolor.quantize import Decoding
 
 WEIGHTS_NAME = "model.safetensors"
@@ -38,20 +44,105 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used, with the file and the reason."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+def atomic_write_bytes(path: Path, data: bytes, before_replace: Callable[[Path], None] | None = None) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
+
+    The bytes are flushed to disk before the rename and the rename before
+    returning, so after a power loss ``path`` is whole or absent. The
+    temporary name does not grow with ``path``'s (a 255-byte name still
+    fits) and says which process wrote it, so :func:`remove_stale_temporaries`
+    can tell a dead run's leftovers from a live one's. ``before_replace``
+    sees the finished temporary file just before it takes ``path``'s place.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(), suffix=TEMPORARY_SUFFIX)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
+
+
+TEMPORARY_SUFFIX = ".part"
+_TEMPORARY = re.compile(r"^\.autocolor-(?P<host>[A-Za-z0-9.-]{0,32})-(?P<pid>\d+)-[A-Za-z0-9_]+\.part$")
+
+
+def _hostname() -> str:
+    return re.sub(r"[^A-Za-z0-9.-]", "", socket.gethostname())[:32]
+
+
+def _temporary_prefix() -> str:
+    return f".autocolor-{_hostname()}-{os.getpid()}-"
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # a platform without folder handles
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on folders; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def remove_stale_temporaries(folder: Path, legacy_names: set[str] = frozenset(), legacy_age_s: float = 3600.0) -> int:
+    """Delete temporary files that killed runs left in ``folder``; return how many.
+
+    A temporary file of :func:`atomic_write_bytes` is stale when the process
+    named in it (on this host) has ended. Older versions named theirs
+    ``.NAME.XXXXXXXX.part`` without a process: those are removed for the
+    ``legacy_names`` given, once older than ``legacy_age_s``.
+    """
+    removed = 0
+    host = _hostname()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    now = time.time()
+    for entry in entries:
+        name = entry.name
+        if not name.startswith(".") or not name.endswith(TEMPORARY_SUFFIX):
+            continue
+        match = _TEMPORARY.match(name)
+        if match:
+            stale = match["host"] == host and not _process_alive(int(match["pid"]))
+        else:
+            stem = name[1:-len(TEMPORARY_SUFFIX)]
+            base, _, token = stem.rpartition(".")
+            try:
+                stale = base in legacy_names and len(token) == 8 and now - entry.stat().st_mtime > legacy_age_s
+            except OSError:
+                stale = False
+        if stale and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except OSError:
+                pass
+    return removed
 
 
 def _umask() -> int:
@@ -93,43 +184,177 @@ def save_decoding(folder: Path, decoding: Decoding) -> None:
     atomic_write_bytes(Path(folder) / DECODING_NAME, json.dumps(decoding.to_dict(), indent=2).encode())
 
 
+MAX_JSON_BYTES = 1_000_000  # a model folder's JSON is a few hundred bytes; a training config a few kB
+MAX_WEIGHTS_BYTES = 4_000_000_000  # chroma-unet's widest (width 512) is about 1.3 GB
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes.
+
+    Opened without blocking and checked on the open handle, so a FIFO does
+    not hang and a link to ``/dev/zero`` is not read until memory runs out.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if stat.S_ISDIR(info.st_mode):
+            raise CheckpointError(f"{path}: is a folder, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise CheckpointError(f"{path}: not a regular file (a device, FIFO or socket); refusing to read it")
+        if info.st_size > limit:
+            raise CheckpointError(f"{path}: {info.st_size:,} bytes, over the limit of {limit:,} for this file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise CheckpointError(f"{path}: over the limit of {limit:,} bytes for this file")
+    return data
+
+
+def _read_json(path: Path) -> Any:
+    data = _read_regular(path, MAX_JSON_BYTES)
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except RecursionError:
+        raise CheckpointError(f"{path}: JSON nested too deep") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    except ValueError as exc:  # NaN or Infinity
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def read_decoding(folder: Path, config: dict[str, Any]) -> Decoding:
     """The folder's decoding: ``decoding.json``, else the settings older folders
     kept in ``config.json``'s kwargs, else the defaults."""
     path = Path(folder) / DECODING_NAME
     try:
-        if path.is_file():
-            return Decoding.from_dict(json.loads(path.read_text()))
-        legacy = {k: v for k, v in config.get("kwargs", {}).items() if k in _LEGACY_DECODING_KWARGS}
-        return Decoding.from_dict(legacy)
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, AttributeError) as exc:
+        if path.exists() or path.is_symlink():
+            settings = _read_json(path)
+            if not isinstance(settings, dict):
+                raise CheckpointError(f"{path}: expected an object of decoding settings, got {type(settings).__name__}")
+        else:
+            settings = {k: v for k, v in config.get("kwargs", {}).items() if k in _LEGACY_DECODING_KWARGS}
+        return Decoding.from_dict(settings)
+    except (TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path}: bad decoding settings ({exc})") from exc
 
 
 def read_config(folder: Path) -> dict[str, Any]:
-    path = folder / CONFIG_NAME
+    """``config.json`` checked against the schema before anything is built:
+    a registered ``model`` name and ``kwargs`` that its factory takes, of
+    the types it declares (the factory checks their bounds)."""
+    path = Path(folder) / CONFIG_NAME
+    if Path(folder).is_file():
+        raise CheckpointError(f"{folder}: a file, not a model folder (a folder with {WEIGHTS_NAME} and {CONFIG_NAME})")
     try:
-        config = json.loads(path.read_text())
+        config = _read_json(path)
     except FileNotFoundError as exc:
         raise CheckpointError(f"{path}: missing (a model folder holds {WEIGHTS_NAME} and {CONFIG_NAME})") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(config, dict) or "model" not in config:
         raise CheckpointError(f"{path}: no 'model' entry")
+    name, kwargs = config["model"], config.get("kwargs", {})
+    if not isinstance(name, str) or name not in _REGISTRY:
+        known = ", ".join(sorted(_REGISTRY))
+        raise CheckpointError(f"{path}: 'model' is {name!r}, not a registered model ({known})")
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(f"{path}: 'kwargs' must be an object of keyword arguments, got {type(kwargs).__name__}")
+    hints = typing.get_type_hints(_REGISTRY[name])
+    for key, value in kwargs.items():
+        if key in _LEGACY_DECODING_KWARGS:
+            continue
+        if key not in hints or key == "return":
+            takes = ", ".join(k for k in hints if k != "return") or "none"
+            raise CheckpointError(f"{path}: {name} takes no argument {key!r} (it takes: {takes})")
+        if not _fits_type(value, hints[key]):
+            raise CheckpointError(f"{path}: {name} argument {key}={value!r} is not of type {_type_name(hints[key])}")
     return config
 
 
+def _fits_type(value: Any, kind: Any) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind is str:
+        return isinstance(value, str)
+    return False  # factories take plain scalars; anything else is not a model folder we wrote
+
+
+def _type_name(kind: Any) -> str:
+    return getattr(kind, "__name__", str(kind))
+
+
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
     try:
-        return load_file(str(path))
+        info = os.stat(path)
     except FileNotFoundError as exc:
         raise CheckpointError(f"{path}: missing") from exc
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if stat.S_ISDIR(info.st_mode):
+        raise CheckpointError(f"{path}: is a folder, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise CheckpointError(f"{path}: not a regular file (a device, FIFO or socket); refusing to read it")
+    if info.st_size > MAX_WEIGHTS_BYTES:
+        raise CheckpointError(f"{path}: {info.st_size:,} bytes, over the limit of {MAX_WEIGHTS_BYTES:,}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _check_weights(path: Path, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Every tensor the model expects, of its shape and kind, finite: one line otherwise
+    (``load_state_dict`` would list every mismatch over a hundred lines)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing and missing != ["class_weights"]:  # folders saved before class weights were stored
+        raise CheckpointError(f"{path}: weights do not fit {model.registry_name}: {len(missing)} tensors missing "
+                              f"(e.g. {missing[0]}); is this the model named in {CONFIG_NAME}?")
+    if unexpected:
+        raise CheckpointError(f"{path}: weights do not fit {model.registry_name}: {len(unexpected)} unexpected "
+                              f"tensors (e.g. {unexpected[0]})")
+    wrong = [k for k in state if state[k].shape != expected[k].shape]
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(f"{path}: weights do not fit {model.registry_name} with its {CONFIG_NAME} kwargs: "
+                              f"{len(wrong)} tensors of another shape (e.g. {k}: {tuple(state[k].shape)} in the file, "
+                              f"{tuple(expected[k].shape)} expected)")
+    for k, tensor in state.items():
+        want = expected[k].dtype
+        if tensor.dtype.is_floating_point != want.is_floating_point or (tensor.dtype == torch.bool) != (want == torch.bool):
+            raise CheckpointError(f"{path}: tensor {k} is {str(tensor.dtype).removeprefix('torch.')}, "
+                                  f"expected {str(want).removeprefix('torch.')}")
+        if tensor.dtype.is_floating_point and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: tensor {k} holds NaN or infinite values (a diverged training run?)")
+    weights = state.get("class_weights")
+    if weights is not None and not bool((weights > 0).all()):
+        raise CheckpointError(f"{path}: class_weights must all be positive (decoding divides by them)")
 
 
 def load_model(folder: Path, **overrides: Any) -> nn.Module:
-    """Rebuild a model from a model folder (or a path to its safetensors file)."""
+    """Rebuild a model from a model folder (or a path to its safetensors file).
+
+    Raises:
+        CheckpointError: one line naming the file and what is wrong with it,
+            whatever the folder holds.
+    """
     folder = Path(folder)
     if folder.suffix == ".safetensors":
         folder = folder.parent
@@ -140,10 +365,11 @@ def load_model(folder: Path, **overrides: Any) -> nn.Module:
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{folder / CONFIG_NAME}: cannot build model ({exc})") from exc
     state = read_weights(folder / WEIGHTS_NAME)
+    _check_weights(folder / WEIGHTS_NAME, model, state)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise CheckpointError(f"{folder / WEIGHTS_NAME}: weights do not fit {config['model']} ({exc})") from exc
+        raise CheckpointError(f"{folder / WEIGHTS_NAME}: weights do not fit {config['model']} ({_first_line(exc)})") from exc
     if model.predicts == "ab":
         model.decoding = read_decoding(folder, config)
     return model
