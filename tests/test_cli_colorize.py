@@ -254,3 +254,334 @@ def test_device_auto_is_the_default():
     from autocolor.cli import build_parser
 
     assert build_parser().parse_args(["colorize", "a.png", "-o", "out"]).device == "auto"
+
+
+# ---------------------------------------------------------------- hardening (issue 17)
+
+
+def _photo(path, value=0, size=(60, 40)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((gradient(size[1], size[0]) // 2 + value).astype(np.uint8)).save(path)
+    return path.read_bytes()
+
+
+def test_nested_output_folder_never_replaces_an_original(model_dir, tmp_path, capsys):
+    """Item 1: `colorize n/photos -o n/photos/2019 --overwrite` replaced the original 2019/a.jpg."""
+    _photo(tmp_path / "n" / "photos" / "a.jpg", 0)
+    original = _photo(tmp_path / "n" / "photos" / "2019" / "a.jpg", 60)
+    for extra in ([], ["--overwrite"]):
+        code = main(["colorize", str(tmp_path / "n" / "photos"), "-o", str(tmp_path / "n" / "photos" / "2019"),
+                     "--model", str(model_dir), *extra])
+        err = capsys.readouterr().err
+        assert code == 1 and "would overwrite an input" in err and "skipped 1" not in err
+        assert (tmp_path / "n" / "photos" / "2019" / "a.jpg").read_bytes() == original
+
+
+def test_an_output_of_another_input_with_the_same_name_is_not_skipped(model_dir, tmp_path, capsys):
+    """Item 2: `colorize d1 -o out` then `colorize d2 -o out` skipped d2's photo.jpg by its name."""
+    _photo(tmp_path / "d1" / "photo.jpg", 0)
+    _photo(tmp_path / "d2" / "photo.jpg", 90)
+    run = lambda folder, *extra: main(["colorize", str(tmp_path / folder), "-o", str(tmp_path / "out"),  # noqa: E731
+                                       "--model", str(model_dir), *extra])
+    assert run("d1") == 0
+    first = (tmp_path / "out" / "photo.jpg").read_bytes()
+    capsys.readouterr()
+    assert run("d2") == 1
+    err = capsys.readouterr().err
+    assert "skipped 0" in err and "is not this input's output" in err and "--overwrite" in err
+    assert (tmp_path / "out" / "photo.jpg").read_bytes() == first  # left alone
+    assert run("d1") == 0 and "skipped 1" in capsys.readouterr().err  # its own input: known as done
+    os.utime(tmp_path / "d1" / "photo.jpg", ns=(1, 1))  # the input changed since
+    assert run("d1") == 1 and "skipped 0" in capsys.readouterr().err
+    assert run("d2", "--overwrite") == 0 and run("d2") == 0 and "skipped 1" in capsys.readouterr().err
+    (tmp_path / "out" / "photo.jpg").unlink()
+    (tmp_path / "out" / "photo.jpg").mkdir()  # a folder where the output goes is not "already written"
+    assert run("d2") == 1 and "a folder is in the way" in capsys.readouterr().err
+
+
+def test_a_memory_error_in_one_file_does_not_end_the_batch(model_dir, tmp_path, capsys, monkeypatch):
+    """Item 6: a MemoryError (or any other per-file error) ended the whole batch with a traceback."""
+    import autocolor.imageio as imageio
+    import autocolor.inference as inference
+
+    for name in ("a", "b", "c"):
+        _photo(tmp_path / "in" / f"{name}.png", 0, size=(60 + ord(name), 40))
+    real = imageio.encode_image
+
+    def flaky(array, fmt, quality=92, *args, **kwargs):
+        if array.shape[1] == 60 + ord("a"):
+            raise MemoryError()
+        return real(array, fmt, quality, *args, **kwargs)
+
+    monkeypatch.setattr(imageio, "encode_image", flaky)
+    monkeypatch.setattr(inference, "encode_image", flaky, raising=False)
+    assert main(["colorize", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(model_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "a.png: cannot encode (MemoryError" in err and "done 2, skipped 0 (already written), failed 1" in err
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["b.png", "c.png"]
+
+
+def test_decoded_images_waiting_for_the_model_are_bounded_by_bytes(model_dir, tmp_path, monkeypatch):
+    """Item 8: up to 16 images were decoded ahead whatever their size (ten 40 MP PNGs: 5 GB)."""
+    import autocolor.inference as inference
+
+    for i in range(10):
+        _photo(tmp_path / "in" / f"{i}.png", i, size=(1000, 1000))  # 2 MB each as 16-bit gray
+    budget = 4_000_000
+    monkeypatch.setattr(inference, "LOOKAHEAD_BYTES", budget, raising=False)
+    colorizer = inference.Colorizer.load(model_dir)
+    decoded, consumed, peak = [0], [0], [0]
+    real_decode, real_colorize = inference._decode, colorizer.colorize_pixels
+
+    def decode(*args):
+        item = real_decode(*args)
+        decoded[0] += 1
+        peak[0] = max(peak[0], decoded[0] - consumed[0])
+        return item
+
+    def colorize(batch, *args):
+        time.sleep(0.1)  # a slow model: the decoders run ahead as far as they are let
+        consumed[0] += len(batch)
+        return real_colorize(batch, *args)
+
+    monkeypatch.setattr(inference, "_decode", decode)
+    monkeypatch.setattr(colorizer, "colorize_pixels", colorize)
+    jobs, _ = inference.plan_jobs([str(tmp_path / "in")], tmp_path / "out")
+    summary = inference.colorize_files(colorizer, jobs, progress=False, batch_size=1, workers=2, render_size=64)
+    assert summary.done == 10
+    image_bytes = 1000 * 1000 * 2
+    assert peak[0] * image_bytes <= budget + 2 * image_bytes, peak[0]  # the budget plus the two being decoded
+
+
+def _folder_with_model(tmp_path, name, guided=False, width=16):
+    import torch
+
+    from autocolor.checkpoint import save_model
+    from autocolor.models import create_model
+
+    torch.manual_seed(0)
+    folder = tmp_path / name
+    save_model(create_model("chroma-unet", width=width, guided=guided), folder)
+    return folder
+
+
+def _edit_config(folder, change):
+    config = json.loads((folder / "config.json").read_text())
+    change(config)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def _broken_model(tmp_path, case: str) -> Path:
+    """A model folder broken in one of the ways issue 17 item 9 lists."""
+    from safetensors.torch import load_file, save_file
+
+    folder = _folder_with_model(tmp_path, "m")
+    weights = folder / "model.safetensors"
+    edits = {
+        "kwargs-list": lambda c: c.update(kwargs=[16]),
+        "kwargs-null": lambda c: c.update(kwargs=None),
+        "width-negative": lambda c: c["kwargs"].update(width=-16),
+        "width-huge": lambda c: c["kwargs"].update(width=2000),
+        "width-string": lambda c: c["kwargs"].update(width="16"),
+        "unknown-kwarg": lambda c: c["kwargs"].update(depth=3),
+        "model-unknown": lambda c: c.update(model="resnet-9000"),
+        "model-list": lambda c: c.update(model=["chroma-unet"]),
+        "legacy-temperature-zero": lambda c: c["kwargs"].update(temperature=0),
+    }
+    if case in edits:
+        _edit_config(folder, edits[case])
+        if case.startswith("legacy"):
+            (folder / "decoding.json").unlink()  # older folders kept decoding among the kwargs
+    elif case == "temperature-zero":
+        (folder / "decoding.json").write_text('{"temperature": 0}')
+    elif case == "temperature-string":
+        (folder / "decoding.json").write_text('{"temperature": "hot"}')
+    elif case in ("decoding-nan", "decoding-inf"):
+        (folder / "decoding.json").write_text('{"chroma_scale": %s}' % ("NaN" if case == "decoding-nan" else "Infinity"))
+    elif case == "decoding-list":
+        (folder / "decoding.json").write_text("[1, 2]")
+    elif case == "deep-json":
+        (folder / "config.json").write_text("[" * 200_000 + "]" * 200_000)
+    elif case == "config-folder":
+        (folder / "config.json").unlink()
+        (folder / "config.json").mkdir()
+    elif case == "config-dev-zero":
+        (folder / "config.json").unlink()
+        (folder / "config.json").symlink_to("/dev/zero")
+    elif case == "config-fifo":
+        (folder / "config.json").unlink()
+        os.mkfifo(folder / "config.json")
+    elif case == "weights-fifo":
+        weights.unlink()
+        os.mkfifo(weights)
+    elif case == "weights-folder":
+        weights.unlink()
+        weights.mkdir()
+    elif case == "model-is-a-file":
+        return weights.with_name("photo.jpg") if _photo(weights.with_name("photo.jpg")) else folder
+    elif case in ("weights-int8", "weights-bool", "weights-nan", "class-weights-zero", "wrong-shape"):
+        state = load_file(str(weights))
+        key = "head.weight"
+        if case == "weights-int8":
+            state[key] = state[key].to(dtype=__import__("torch").int8)
+        elif case == "weights-bool":
+            state[key] = state[key] > 0
+        elif case == "weights-nan":
+            state[key][0] = float("nan")
+        elif case == "class-weights-zero":
+            state["class_weights"][:] = 0
+        else:
+            _edit_config(folder, lambda c: c["kwargs"].update(width=24))  # every layer the wrong shape
+        save_file(state, str(weights))
+    else:
+        raise AssertionError(case)
+    return folder
+
+
+BROKEN_MODELS = ["kwargs-list", "kwargs-null", "width-negative", "width-huge", "width-string", "unknown-kwarg",
+                 "model-unknown", "model-list", "legacy-temperature-zero", "temperature-zero", "temperature-string",
+                 "decoding-nan", "decoding-inf", "decoding-list", "deep-json", "config-folder", "config-dev-zero",
+                 "config-fifo", "weights-fifo", "weights-folder", "model-is-a-file", "weights-int8", "weights-bool",
+                 "weights-nan", "class-weights-zero", "wrong-shape"]
+
+
+HANGING_MODELS = ("config-dev-zero", "config-fifo", "weights-fifo")  # before the fix: ate memory or hung
+
+
+@pytest.mark.parametrize("case", BROKEN_MODELS)
+def test_a_broken_model_folder_is_one_line(tmp_path, capsys, case):
+    """Item 9: broken model folders gave tracebacks (one ran to 103 lines), a FIFO config hung and a
+    link to /dev/zero read until memory ran out: those run in a child with a memory and time limit."""
+    model = _broken_model(tmp_path, case)
+    _photo(tmp_path / "a.png")
+    args = ["colorize", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", str(model)]
+    if case in HANGING_MODELS:
+        code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30)); "
+                "from autocolor.cli import main; sys.exit(main(sys.argv[1:]))")
+        env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+        result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, env=env, timeout=60)
+        returncode, err = result.returncode, result.stderr.decode()
+    else:
+        returncode, err = main(args), capsys.readouterr().err
+    line = one_error_line(err)
+    assert returncode == 2 and line.startswith("error: ") and str(tmp_path) in line, line
+    assert not (tmp_path / "out" / "a.png").exists()
+
+
+def test_onnx_cache_follows_the_content_of_the_model_folder(tmp_path):
+    """Item 4: model.onnx was reused whenever newer than the weights, even after decoding.json changed."""
+    pytest.importorskip("onnxruntime")
+    from autocolor.inference import Colorizer
+
+    folder = _folder_with_model(tmp_path, "m")
+    gray = gradient(64, 64)
+    assert main(["export", "--onnx", str(folder / "model.onnx"), "--model", str(folder), "--render-size", "64"]) == 0
+    (folder / "decoding.json").write_text('{"temperature": 1.0, "chroma_scale": 3.0}')
+    time.sleep(0.01)
+    os.utime(folder / "model.onnx")  # the exported graph is newer than everything
+    torch_rgb = Colorizer.load(folder).colorize(gray, render_size=64)
+    onnx_rgb = Colorizer.load(folder, backend="onnxruntime").colorize(gray, render_size=64)
+    assert np.abs(torch_rgb.astype(int) - onnx_rgb.astype(int)).max() <= 2
+    cached = list(folder.glob(".model-*.onnx"))
+    assert len(cached) == 1  # exported once, then reused
+    cached[0].write_bytes(b"damaged")
+    again = Colorizer.load(folder, backend="onnxruntime").colorize(gray, render_size=64)
+    assert np.array_equal(again, onnx_rgb)
+
+
+def test_ctrl_c_ends_with_a_summary_and_whole_files(tmp_path):
+    """Item 11: Ctrl-C gave a KeyboardInterrupt traceback and no summary."""
+    for i in range(300):
+        _photo(tmp_path / "in" / f"{i:03d}.png", i % 50, size=(320, 240))
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "autocolor", "colorize", str(tmp_path / "in"), "-o",
+                             str(tmp_path / "out"), "--model", "levin", "--workers", "1"],
+                            stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list((tmp_path / "out").glob("*.png"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1].decode()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert "interrupted" in err and "done " in err
+    written = list((tmp_path / "out").glob("*.png"))
+    assert 3 <= len(written) < 300 and not list((tmp_path / "out").glob(".*.part"))
+    for path in written:
+        with Image.open(path) as im:
+            im.load()  # whole
+    assert main(["colorize", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", "levin"]) == 0
+    assert len(list((tmp_path / "out").glob("*.png"))) == 300
+
+
+def test_leftover_temporaries_of_killed_runs_are_removed(tmp_path, capsys):
+    """Item 11: SIGKILL left .part files that no later run cleaned."""
+    from autocolor.checkpoint import _temporary_prefix
+
+    _photo(tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    mine = _temporary_prefix().rsplit("-", 2)[0]
+    stale = [out / f"{mine}-{dead.pid}-abc123.part", out / ".a.png.k2j4h5g6.part"]  # new style, and older versions'
+    live = out / f"{mine}-{os.getpid()}-def456.part"  # a run still going
+    for path in [*stale, live]:
+        path.write_bytes(b"half an image")
+    os.utime(stale[1], (time.time() - 7200, time.time() - 7200))
+    assert main(["colorize", str(tmp_path / "in"), "-o", str(out), "--model", "levin"]) == 0
+    assert not any(p.exists() for p in stale) and live.exists()
+
+
+def test_names_of_255_bytes_can_be_written(tmp_path):
+    """Item 11: the temporary name added 15 bytes, so 241-255-byte names could not be written."""
+    name = "é" * 100 + "a" * 51 + ".png"  # 255 bytes in UTF-8
+    assert len(name.encode()) == 255
+    _photo(tmp_path / "in" / name)
+    assert main(["colorize", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", "levin"]) == 0
+    assert (tmp_path / "out" / name).is_file()
+
+
+def test_outputs_are_on_disk_before_they_take_their_name(tmp_path, monkeypatch):
+    """Item 11: without fsync before the rename a power loss could leave an empty file taken as done."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(f"replace {Path(b).name}"), real_replace(a, b))[1])
+    _photo(tmp_path / "in" / "a.png")
+    assert main(["colorize", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", "levin"]) == 0
+    assert "replace a.png" in events
+    assert events[events.index("replace a.png") - 1] == "fsync"
+
+
+def test_linked_folders_are_followed_and_dangling_links_reported(tmp_path, capsys):
+    """Item 12: symlinked subfolders and dangling links were skipped without a word."""
+    _photo(tmp_path / "elsewhere" / "b.png")
+    _photo(tmp_path / "in" / "a.png")
+    (tmp_path / "in" / "linked").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "in" / "loop").symlink_to(tmp_path / "in")
+    (tmp_path / "in" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    assert main(["colorize", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", "levin"]) == 1
+    err = capsys.readouterr().err
+    assert (tmp_path / "out" / "linked" / "b.png").is_file() and (tmp_path / "out" / "a.png").is_file()
+    assert "gone.png: a link to" in err and "does not exist" in err and "link loop" in err
+
+
+def test_nothing_to_colorize_says_why(tmp_path, capsys):
+    """Item 12: "nothing to colorize" gave no reason when the input sits inside the output folder."""
+    _photo(tmp_path / "out" / "photos" / "a.png")
+    assert main(["colorize", str(tmp_path / "out" / "photos"), "-o", str(tmp_path / "out"), "--model", "levin"]) == 1
+    err = capsys.readouterr().err
+    assert "inside the output folder" in err and "nothing to colorize" in err
+
+
+def test_file_names_cannot_drive_the_terminal(tmp_path, capsys):
+    """Item 17: names with escape sequences or newlines were printed raw (terminal title, fake summary lines)."""
+    (tmp_path / "in").mkdir()
+    evil = "x\x1b]0;pwned\x07\ndone 99, skipped 0 (already written), failed 0.jpg"
+    (tmp_path / "in" / evil).write_bytes(b"")
+    assert main(["colorize", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", "levin"]) == 1
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err
+    assert [line for line in err.splitlines() if line.startswith("done ")] == [
+        "done 0, skipped 0 (already written), failed 1"]
+    assert "\\x1b]0;pwned\\x07\\ndone 99" in err

@@ -200,15 +200,20 @@ def _read_regular(path: Path, limit: int) -> bytes:
         raise
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
+    try:
+        info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
             raise CheckpointError(f"{path}: is a folder, not a file")
         if not stat.S_ISREG(info.st_mode):
             raise CheckpointError(f"{path}: not a regular file (a device, FIFO or socket); refusing to read it")
         if info.st_size > limit:
             raise CheckpointError(f"{path}: {info.st_size:,} bytes, over the limit of {limit:,} for this file")
-        data = f.read(limit + 1)
+        with os.fdopen(fd, "rb") as f:
+            fd = None
+            data = f.read(limit + 1)
+    finally:
+        if fd is not None:
+            os.close(fd)
     if len(data) > limit:
         raise CheckpointError(f"{path}: over the limit of {limit:,} bytes for this file")
     return data
