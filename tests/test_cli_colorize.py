@@ -585,3 +585,87 @@ def test_file_names_cannot_drive_the_terminal(tmp_path, capsys):
     assert [line for line in err.splitlines() if line.startswith("done ")] == [
         "done 0, skipped 0 (already written), failed 1"]
     assert "\\x1b]0;pwned\\x07\\ndone 99" in err
+
+
+# ---------------------------------------------------------------- hints from the command line (issue 14 item 4)
+
+
+def test_points_json_round_trips_through_the_cli(tmp_path):
+    from autocolor.guide import Hints, load_points
+    from autocolor.inference import Colorizer
+
+    gray = np.full((40, 60), 150, np.uint8)
+    gray[:, 30:] = 60  # two regions with an edge between
+    Image.fromarray(gray).save(tmp_path / "photo.png")
+    hints = Hints.build([(10, 20, "#2060e0"), {"x": 45, "y": 5, "color": [200, 120, 40]}])
+    (tmp_path / "points.json").write_text(hints.to_json())
+    assert Hints.build(load_points(tmp_path / "points.json")) == hints  # the format round-trips
+    assert main(["colorize", str(tmp_path / "photo.png"), "-o", str(tmp_path / "out.png"), "--model", "levin",
+                 "--hints", str(tmp_path / "points.json")]) == 0
+    cli = np.asarray(Image.open(tmp_path / "out.png").convert("RGB")).astype(int)
+    api = Colorizer.load("levin").colorize(gray, hints=load_points(tmp_path / "points.json"))
+    assert np.array_equal(cli, api)
+    left, right = cli[:, :25].mean(axis=(0, 1)), cli[:, 35:].mean(axis=(0, 1))
+    assert left[2] > left[0] + 20 and right[0] > right[2] + 20  # blue left, orange right
+
+
+def test_scribbles_round_trip_through_the_cli(tmp_path):
+    from autocolor.inference import Colorizer
+
+    gray = np.full((40, 60), 150, np.uint8)
+    gray[:, 30:] = 60
+    Image.fromarray(gray).save(tmp_path / "photo.png")
+    strokes = np.zeros((40, 60, 4), np.uint8)
+    strokes[15:25, 5:20] = (40, 90, 220, 255)
+    strokes[15:25, 40:55] = (60, 170, 60, 255)
+    Image.fromarray(strokes, "RGBA").save(tmp_path / "strokes.png")
+    assert main(["colorize", str(tmp_path / "photo.png"), "-o", str(tmp_path / "out.png"), "--model", "levin",
+                 "--scribbles", str(tmp_path / "strokes.png")]) == 0
+    cli = np.asarray(Image.open(tmp_path / "out.png").convert("RGB")).astype(int)
+    assert np.array_equal(cli, Colorizer.load("levin").colorize(gray, scribble=strokes))
+    assert cli[:, :25, 2].mean() > cli[:, :25, 0].mean() + 20 and cli[:, 35:, 1].mean() > cli[:, 35:, 0].mean() + 10
+
+
+def test_one_reference_photo_for_a_whole_folder(tmp_path, capsys):
+    from autocolor.guide import Hints
+    from autocolor.inference import Colorizer
+
+    model = _folder_with_model(tmp_path, "guided", guided=True)
+    _photo(tmp_path / "album" / "a.png", 0, size=(60, 40))
+    _photo(tmp_path / "album" / "b.png", 30, size=(48, 64))
+    Image.fromarray(np.dstack([gradient(), gradient() // 3, 255 - gradient()])).save(tmp_path / "ref.jpg")
+    assert main(["colorize", str(tmp_path / "album"), "-o", str(tmp_path / "out"), "--model", str(model),
+                 "--reference", str(tmp_path / "ref.jpg")]) == 0
+    colorizer = Colorizer.load(model)
+    reference = np.asarray(Image.open(tmp_path / "ref.jpg").convert("RGB"))
+    for name in ("a.png", "b.png"):
+        cli = np.asarray(Image.open(tmp_path / "out" / name).convert("RGB"))
+        api = colorizer.colorize(np.asarray(Image.open(tmp_path / "album" / name)), hints=Hints.build((), None, reference))
+        assert np.array_equal(cli, api), name
+
+
+def test_bad_hints_are_one_clear_line(model_dir, tmp_path, capsys):
+    _photo(tmp_path / "photo.png")
+    base = ["colorize", str(tmp_path / "photo.png"), "-o", str(tmp_path / "out.png"), "--model", "levin"]
+    cases = {
+        "not json": ("points.json", "{oops", "not valid JSON"),
+        "no points": ("points.json", '{"dots": []}', 'expected {"points"'),
+        "bad color": ("points.json", '{"points": [{"x": 1, "y": 2, "color": "#12"}]}', "hint 1: color '#12' is not #rrggbb"),
+        "nan x": ("points.json", '{"points": [{"x": NaN, "y": 2, "color": "#123456"}]}', "x must be a number"),
+    }
+    for label, (name, text, expected) in cases.items():
+        (tmp_path / name).write_text(text)
+        assert main([*base, "--hints", str(tmp_path / name)]) == 2, label
+        line = one_error_line(capsys.readouterr().err)
+        assert expected in line and str(tmp_path / name) in line, (label, line)
+    (tmp_path / "points.json").write_text('{"points": [{"x": 500, "y": 5, "color": "#123456"}]}')
+    assert main([*base, "--hints", str(tmp_path / "points.json")]) == 1  # it does not fit this photo
+    assert "hint 1 at (x=500, y=5) is outside the 60x40 image" in capsys.readouterr().err
+    Image.fromarray(gradient()).save(tmp_path / "no_alpha.png")
+    assert main([*base, "--scribbles", str(tmp_path / "no_alpha.png")]) == 2
+    assert "--scribbles" in one_error_line(capsys.readouterr().err)
+    assert main([*base, "--reference", str(tmp_path / "missing.jpg")]) == 2
+    assert "--reference" in one_error_line(capsys.readouterr().err)
+    (tmp_path / "points.json").write_text('{"points": [{"x": 5, "y": 5, "color": "#123456"}]}')
+    assert main([*base[:-1], str(model_dir), "--hints", str(tmp_path / "points.json")]) == 2
+    assert "takes no color hints" in one_error_line(capsys.readouterr().err)

@@ -397,9 +397,13 @@ def _image_arg(path: Path | None, flag: str, image_error: type[Exception]):
     from autocolor.imageio import read_image
 
     try:
-        return read_image(path)[0]
+        image = read_image(path)[0]
     except image_error as exc:
         raise image_error(f"{flag} {path}: {exc}") from None
+    if flag == "--scribbles" and image.mode not in ("LA", "RGBA"):
+        raise image_error(f"{flag} {path}: has no alpha channel to mark the painted pixels; paint the colors "
+                          "on a transparent layer and save it as RGBA PNG")
+    return image
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
