@@ -256,6 +256,7 @@ class Colorizer:
         pixel's lightness. Needs a classification head (the default)."""
         from autocolor.color import gray_tables, lab_to_rgb
 
+        check_colorize_settings(render_size, max_pixels=max_pixels)
         _, pixels = self._pixels(img, max_pixels)
         h, w = pixels.gray.shape
         guide = self._hints(hints, None, None, pixels)
