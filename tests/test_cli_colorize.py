@@ -468,10 +468,12 @@ def test_a_broken_model_folder_is_one_line(tmp_path, capsys, case):
     assert not (tmp_path / "out" / "a.png").exists()
 
 
-def test_onnx_cache_follows_the_content_of_the_model_folder(tmp_path):
+def test_onnx_cache_follows_the_content_of_the_model_folder(tmp_path, monkeypatch):
     """Item 4: model.onnx was reused whenever newer than the weights, even after decoding.json changed."""
     pytest.importorskip("onnxruntime")
     from autocolor.inference import Colorizer
+
+    monkeypatch.setenv("AUTOCOLOR_CACHE", str(tmp_path / "cache"))
 
     folder = _folder_with_model(tmp_path, "m")
     gray = gradient(64, 64)
@@ -482,8 +484,10 @@ def test_onnx_cache_follows_the_content_of_the_model_folder(tmp_path):
     torch_rgb = Colorizer.load(folder).colorize(gray, render_size=64)
     onnx_rgb = Colorizer.load(folder, backend="onnxruntime").colorize(gray, render_size=64)
     assert np.abs(torch_rgb.astype(int) - onnx_rgb.astype(int)).max() <= 2
-    cached = list(folder.glob(".model-*.onnx"))
+    cached = list((tmp_path / "cache" / "onnx").glob("*.onnx"))
     assert len(cached) == 1  # exported once, then reused
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "decoding.json", "model.onnx",
+                                                       "model.safetensors"]  # the model folder is not written to
     cached[0].write_bytes(b"damaged")
     again = Colorizer.load(folder, backend="onnxruntime").colorize(gray, render_size=64)
     assert np.array_equal(again, onnx_rgb)

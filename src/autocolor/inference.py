@@ -87,6 +87,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def onnx_cache_dir() -> Path:
+    """Where exported ONNX graphs are kept: ``$AUTOCOLOR_CACHE``, else the user's
+    cache folder. Model folders are inputs and are never written to."""
+    if os.environ.get("AUTOCOLOR_CACHE"):
+        return Path(os.environ["AUTOCOLOR_CACHE"]) / "onnx"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "autocolor" / "onnx"
+
+
 def _content_key(folder: Path) -> str:
     """A digest of what decides the exported graph: weights, config and decoding."""
     import hashlib
@@ -114,7 +122,7 @@ def _onnx_runner(folder: Path, net):
         import onnxruntime  # noqa: F401
     except ImportError:
         raise SetupError("--backend onnxruntime needs onnxruntime: pip install 'autocolor[onnx]'") from None
-    cached = folder / f".model-{_content_key(folder)}.onnx"
+    cached = onnx_cache_dir() / f"{_content_key(folder)}.onnx"
     if cached.is_file():
         try:
             return OnnxChromaNet(cached, net)
@@ -127,7 +135,7 @@ def _onnx_runner(folder: Path, net):
     try:
         atomic_write_bytes(cached, graph)
     except OSError:
-        pass  # a read-only model folder: export again next time
+        pass  # no writable cache: export again next time
     try:
         return OnnxChromaNet(graph, net)
     except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are not RuntimeError
@@ -158,8 +166,8 @@ class Colorizer:
 
         ``device`` is a torch device name or ``"auto"`` (CUDA, then MPS, then
         CPU). ``backend="onnxruntime"`` runs the network through onnxruntime
-        on the CPU; the exported graph is cached in the model folder under a
-        name made from the content of its weights and settings, so a changed
+        on the CPU; the exported graph is cached (:func:`onnx_cache_dir`) under
+        a digest of the folder's weights and settings, so a changed
         ``config.json`` or ``decoding.json`` is never run through a stale graph.
 
         Raises:
