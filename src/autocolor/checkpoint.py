@@ -19,15 +19,19 @@ import stat
 import tempfile
 import time
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from autocolor.models import _REGISTRY, create_model  # the factories' signatures are the config schema
+from autocolor.models import (  # the factories' signatures are the config schema
+    _REGISTRY,
+    create_model,
+)
 from autocolor.quantize import Decoding
 
 WEIGHTS_NAME = "model.safetensors"

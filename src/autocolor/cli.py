@@ -283,7 +283,13 @@ def _colorize(args: argparse.Namespace, scratch: Path) -> int:
     from autocolor.distributed import all_sum, init_distributed, shard
     from autocolor.guide import HintError, Hints, load_points
     from autocolor.imageio import ImageError
-    from autocolor.inference import Colorizer, FileResult, Job, colorize_files, plan_jobs
+    from autocolor.inference import (
+        Colorizer,
+        FileResult,
+        Job,
+        colorize_files,
+        plan_jobs,
+    )
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -407,7 +413,9 @@ def _image_arg(path: Path | None, flag: str, image_error: type[Exception]):
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    from autocolor.settings import DEFAULT_RENDER_SIZE  # torch-free: building the parser stays fast
+    from autocolor.settings import (
+        DEFAULT_RENDER_SIZE,  # torch-free: building the parser stays fast
+    )
 
     p = sub.add_parser("export", help="export a chroma model's network to ONNX",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)

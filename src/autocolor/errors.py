@@ -33,9 +33,8 @@ class SetupError(RuntimeError):
 def user_errors() -> tuple[type[Exception], ...]:
     from autocolor.checkpoint import CheckpointError
     from autocolor.data import DatasetError
-    from autocolor.train import TrainingError
-
     from autocolor.guide import HintError
+    from autocolor.train import TrainingError
 
     errors: list[type[Exception]] = [CheckpointError, DatasetError, TrainingError, SetupError, HintError]
     try:

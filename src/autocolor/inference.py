@@ -31,7 +31,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from autocolor import settings
 from autocolor.color import gray16_to_l
+from autocolor.errors import SetupError, printable
 from autocolor.guide import Hints, Point
 from autocolor.imageio import (
     DEFAULT_MAX_PIXELS,
@@ -47,11 +49,8 @@ from autocolor.imageio import (
     read_image,
     split_pixels,
 )
-from autocolor import settings
 from autocolor.pipeline import DEFAULT_RENDER_SIZE, colorize_gray, resize, working_size
 from autocolor.settings import check_number
-
-from autocolor.errors import SetupError, printable
 
 BACKENDS = ("torch", "onnxruntime")
 BATCH_PIXELS = 4_000_000  # images are batched while their pixels add up to no more than this
@@ -118,8 +117,9 @@ def _onnx_runner(folder: Path, net):
     from autocolor.checkpoint import CheckpointError, atomic_write_bytes
 
     try:
-        from autocolor.onnx_export import OnnxChromaNet, export_onnx_bytes
         import onnxruntime  # noqa: F401
+
+        from autocolor.onnx_export import OnnxChromaNet, export_onnx_bytes
     except ImportError:
         raise SetupError("--backend onnxruntime needs onnxruntime: pip install 'autocolor[onnx]'") from None
     cached = onnx_cache_dir() / f"{_content_key(folder)}.onnx"
@@ -473,8 +473,9 @@ def plan_jobs(
             kept = [f for f in found if not _is_within(f, outdir)]
             inside_output.update(f.resolve() for f in found if _is_within(f, outdir))
             if found and not kept:
-                problems.append((path, f"all its {len(found)} images lie inside the output folder {outdir}, which is "
-                                       "never scanned for inputs; choose an output folder outside it"))
+                reason = (f"all its {len(found)} images lie inside the output folder {outdir}, which is never "
+                          "scanned for inputs; choose an output folder outside it")
+                problems.append((path, reason))
             pairs.extend((f, f.relative_to(path)) for f in kept)
         elif path.is_file():
             pairs.append((path, Path(path.name)))
@@ -552,7 +553,7 @@ def _decode(job: Job, max_pixels: int) -> _Decoded:
         return _Decoded(job, error=str(exc), started=started)
     except MemoryError:
         return _Decoded(job, error="out of memory while decoding", started=started)
-    except Exception as exc:  # a per-file problem must never end the batch
+    except Exception as exc:  # noqa: BLE001 - a per-file problem must never end the batch
         return _Decoded(job, error=f"cannot decode ({type(exc).__name__}: {_one_line(exc)})", started=started)
 
 
@@ -597,9 +598,7 @@ def _triage(jobs: list[Job], overwrite: bool, summary: Summary, fail) -> list[Jo
         target = job.target
         if target.is_dir():
             fail(job, f"a folder is in the way at {target}; move it or choose another output")
-        elif not (target.exists() or target.is_symlink()):
-            todo.append(job)
-        elif overwrite:
+        elif overwrite or not (target.exists() or target.is_symlink()):
             todo.append(job)
         else:
             if job.record not in records:
