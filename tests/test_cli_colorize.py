@@ -673,3 +673,14 @@ def test_bad_hints_are_one_clear_line(model_dir, tmp_path, capsys):
     (tmp_path / "points.json").write_text('{"points": [{"x": 5, "y": 5, "color": "#123456"}]}')
     assert main([*base[:-1], str(model_dir), "--hints", str(tmp_path / "points.json")]) == 2
     assert "takes no color hints" in one_error_line(capsys.readouterr().err)
+
+
+def test_the_parsers_torch_free_constants_match_the_library():
+    from autocolor import imageio, pipeline, settings
+
+    assert settings.DEFAULT_MAX_PIXELS == imageio.DEFAULT_MAX_PIXELS
+    assert settings.DEFAULT_RENDER_SIZE == pipeline.DEFAULT_RENDER_SIZE
+    assert settings.OUTPUT_FORMATS == tuple(imageio.OUTPUT_FORMATS)
+    assert settings.INPUT_EXTENSIONS == imageio.INPUT_EXTENSIONS
+    assert {s: f for s, f in settings.SUFFIX_FORMATS.items()} == {
+        s: imageio.output_format_for(Path("x" + s)) for s in settings.SUFFIX_FORMATS}
