@@ -78,3 +78,9 @@ def model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("model")
     save_model(create_model("chroma-unet", width=16), folder)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def _onnx_cache_in_tmp(tmp_path_factory, monkeypatch):
+    """Exported ONNX graphs go to a test folder, not the user's ~/.cache."""
+    monkeypatch.setenv("AUTOCOLOR_CACHE", str(tmp_path_factory.getbasetemp() / "autocolor-cache"))

@@ -395,3 +395,179 @@ def test_thin_strip_works_at_a_bounded_size(colorizer, workdir):
     result = colorizer.colorize(read_image(path)[0], render_size=256)
     assert result.size == (1_000_000, 1)
     assert time.perf_counter() - started < 20 and _rss_mb() - rss < 400
+
+
+# ---------------------------------------------------------------- hostile model folders and numbers (issue 17)
+
+_JSON_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.text(max_size=8),
+    st.integers(-(10**12), 10**12).filter(lambda w: not 64 < w <= 512),  # valid wide models are only slow
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "0", "-0.0", "8", "16", "2000"]).map(lambda t: ("raw", t)),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+_JSON_VALUES = st.recursive(_JSON_SCALARS, lambda inner: st.lists(inner, max_size=3)
+                            | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
+
+
+def _json_text(value) -> str:
+    """JSON text of ``value`` where ("raw", text) leaves are written as they are (NaN, 1e999, ...)."""
+    import json
+
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == "raw":
+        return value[1]
+    if isinstance(value, list):
+        return "[" + ", ".join(_json_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)}: {_json_text(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
+_CONFIGS = st.fixed_dictionaries({
+    "model": st.one_of(st.sampled_from(["chroma-unet", "cae", "levin", "nope"]), _JSON_VALUES),
+    "kwargs": st.one_of(
+        st.dictionaries(st.sampled_from(["width", "head", "guided", "temperature", "depth"]), _JSON_VALUES, max_size=3),
+        _JSON_VALUES),
+})
+_DECODINGS = st.one_of(st.none(), st.dictionaries(st.sampled_from(["temperature", "chroma_scale", "prior_correction",
+                                                                   "other"]), _JSON_SCALARS, max_size=3), _JSON_VALUES)
+_WEIGHT_DAMAGE = st.sampled_from(["none", "int8", "bool", "float16", "nan", "inf", "zero-class-weights", "truncate",
+                                  "drop-tensor", "extra-tensor", "reshape", "empty"])
+
+
+@lru_cache(maxsize=1)
+def _weights_bytes() -> bytes:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        save_model(create_model("chroma-unet", width=16).eval(), Path(tmp))
+        return (Path(tmp) / "model.safetensors").read_bytes()
+
+
+def _damage_weights(data: bytes, how: str) -> bytes:
+    import torch
+    from safetensors.torch import load, save
+
+    if how == "truncate":
+        return data[: len(data) // 3]
+    if how == "empty":
+        return b""
+    state = load(data)
+    key = "head.weight"
+    if how == "int8":
+        state[key] = state[key].to(torch.int8)
+    elif how == "bool":
+        state[key] = state[key] > 0
+    elif how == "float16":
+        state[key] = state[key].half()
+    elif how in ("nan", "inf"):
+        state[key][0] = float(how)
+    elif how == "zero-class-weights":
+        state["class_weights"][:] = 0
+    elif how == "drop-tensor":
+        del state[key]
+    elif how == "extra-tensor":
+        state["surprise"] = torch.zeros(3)
+    elif how == "reshape":
+        state[key] = state[key].reshape(-1)
+    return save(state)
+
+
+def test_fuzz_hostile_model_folders(workdir):
+    """Any config.json, decoding.json and damaged weights: a model, or one CheckpointError line."""
+    import json
+
+    from autocolor.checkpoint import CheckpointError, load_model
+
+    tally = Tally(rss_start_mb=_rss_mb())
+
+    @settings(settings.get_profile(PROFILE))
+    @given(_CONFIGS, _DECODINGS, _WEIGHT_DAMAGE, st.booleans())
+    def run(config, decoding, damage, raw_config):
+        folder = workdir / "hostile-model"
+        folder.mkdir(exist_ok=True)
+        text = _json_text(config) if raw_config else json.dumps({"model": "chroma-unet", "kwargs": {"width": 16}})
+        (folder / "config.json").write_text(text)
+        (folder / "decoding.json").unlink(missing_ok=True)
+        if decoding is not None:
+            (folder / "decoding.json").write_text(_json_text(decoding))
+        (folder / "model.safetensors").write_bytes(_damage_weights(_weights_bytes(), damage))
+        started = time.perf_counter()
+        try:
+            load_model(folder)
+            tally.colorized += 1
+        except CheckpointError as exc:
+            message = str(exc)
+            assert message and "\n" not in message and str(folder) in message, repr(message)
+            tally.refused += 1
+            kind = message.split(": ", 2)[1][:30] if message.count(": ") >= 1 else message[:30]
+            tally.reasons[kind] = tally.reasons.get(kind, 0) + 1
+        tally.cases += 1
+        tally.max_seconds = max(tally.max_seconds, time.perf_counter() - started)
+        tally.rss_max_mb = max(tally.rss_max_mb, _rss_mb())
+        assert tally.max_seconds < CASE_SECONDS and tally.rss_max_mb - tally.rss_start_mb < RSS_GROWTH_MB
+
+    try:
+        run()
+    finally:
+        _report(tally, f"fuzz model folders ({PROFILE})")
+    assert tally.refused > 0
+
+
+_NUMBERS = st.one_of(st.floats(), st.integers(-(10**20), 10**20), st.booleans(), st.none(), st.text(max_size=4),
+                     st.sampled_from([0, 1, 16, 31, 32, 64, 1024, 1025, 4.0, 4.0001, -0.0, float("nan")]))
+
+
+def _is_one_line_value_error(call) -> bool:
+    try:
+        call()
+    except ValueError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return True
+    return False
+
+
+def test_fuzz_numeric_parameters_at_every_entrance(colorizer, workdir, capsys):
+    """render_size, saturation, quality, batch_size, workers and max_pixels: accepted within their
+    bounds and then the output is finite and whole, or refused in one line (CLI, Colorizer, colorize_files)."""
+    from autocolor import settings as bounds
+    from autocolor.cli import build_parser
+    from autocolor.inference import colorize_files, plan_jobs
+
+    gray = (np.add.outer(np.arange(24), np.arange(40)) * 3 % 256).astype(np.uint8)
+    Image.fromarray(gray).save(workdir / "numbers.png")
+    jobs, _ = plan_jobs([str(workdir / "numbers.png")], workdir / "numbers-out")
+    flags = {"render_size": bounds.RENDER_SIZE, "saturation": bounds.SATURATION, "quality": bounds.QUALITY,
+             "batch_size": bounds.BATCH_SIZE, "workers": bounds.WORKERS, "max_pixels": bounds.MAX_PIXELS}
+
+    def within(value, b) -> bool:
+        import math
+        import numbers
+
+        return (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+                and b.low <= value <= b.high and (not b.integer or float(value).is_integer()))
+
+    @settings(settings.get_profile(PROFILE), max_examples=60 if not LONG_EXAMPLES else LONG_EXAMPLES)
+    @given(st.sampled_from(sorted(flags)), _NUMBERS)
+    def run(name, value):
+        b = flags[name]
+        # The CLI: parsed within bounds, or one error line and exit status 2.
+        try:
+            args = build_parser().parse_args(["colorize", "a.png", "-o", "o", f"--{name.replace('_', '-')}", str(value)])
+            assert within(getattr(args, name), b)
+        except SystemExit as stop:
+            assert stop.code == 2
+            err = capsys.readouterr().err
+            assert len(err.strip().splitlines()) == 1, err
+        if name == "render_size" and value is None:
+            return  # None: the model's default
+        ok = within(value, b)
+        # The API: the same bounds (values within them kept small, for speed).
+        small = {"render_size": lambda v: min(int(v), 128), "max_pixels": lambda v: max(int(v), gray.size)}
+        arg = small[name](value) if ok and name in small else value
+        if name in ("render_size", "saturation"):
+            assert _is_one_line_value_error(lambda: colorizer.colorize(gray, **{name: arg})) != ok, (name, value)
+        refused = _is_one_line_value_error(lambda: colorize_files(colorizer, jobs, progress=False, overwrite=True,
+                                                                  log=lambda _: None, **{name: arg}))
+        assert refused != ok, (name, value)
+
+    run()

@@ -145,11 +145,16 @@ def test_plan_never_overwrites_inputs(tmp_path):
         plan_jobs([str(tmp_path / "in")], tmp_path / "in")
     jobs, problems = plan_jobs([str(tmp_path / "in" / "a.png")], tmp_path / "in")
     assert not jobs and "would overwrite an input" in problems[0][1]
-    # An output folder inside the input folder is not scanned for inputs.
+    # An output folder inside the input folder is not scanned for inputs; a file
+    # there that autocolor did not write is an original and is never a target.
     (tmp_path / "in" / "out").mkdir()
     Image.fromarray(photo()).save(tmp_path / "in" / "out" / "a.png")
-    jobs, _ = plan_jobs([str(tmp_path / "in")], tmp_path / "in" / "out")
-    assert len(jobs) == 2
+    jobs, problems = plan_jobs([str(tmp_path / "in")], tmp_path / "in" / "out")
+    assert len(jobs) == 1 and "would overwrite an input" in problems[0][1]
+    (tmp_path / "in" / "out" / "a.png").unlink()
+    colorize_files(Colorizer.load("levin"), jobs, progress=False, log=lambda _: None)
+    jobs, problems = plan_jobs([str(tmp_path / "in")], tmp_path / "in" / "out")
+    assert len(jobs) == 2 and not problems  # its own outputs are neither inputs nor in the way
 
 
 def test_plan_two_inputs_one_output(tmp_path):
@@ -170,7 +175,7 @@ def test_colorize_files_skips_and_reports(colorizer, tmp_path):
     assert summary.done == 7 and summary.skipped == 0
     assert summary.failed == [(tmp_path / "in" / "bad.jpg", "empty file (0 bytes)")]
     assert lines == [f"{tmp_path / 'in' / 'bad.jpg'}: empty file (0 bytes)"]
-    assert not list((tmp_path / "out").rglob(".*"))  # no temporaries left
+    assert [p.name for p in (tmp_path / "out").rglob(".*")] == [".autocolor-record.jsonl"]  # no temporaries left
     again = colorize_files(colorizer, jobs, progress=False, log=lines.append)
     assert again.done == 0 and again.skipped == 7 and len(again.failed) == 1
     redo = colorize_files(colorizer, jobs, progress=False, log=lines.append, overwrite=True, workers=0)

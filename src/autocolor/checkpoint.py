@@ -10,9 +10,12 @@ and ``state.json`` (step, epoch, config). Nothing is ever unpickled.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+import stat
 import tempfile
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,10 @@ from safetensors.torch import load_file, save_file
 
 from autocolor.atomic import atomic_write_bytes, default_file_mode, default_folder_mode, fsync_file, fsync_folder
 from autocolor.errors import AutocolorError
-from autocolor.models import create_model
+from autocolor.models import (  # the factories' signatures are the config schema
+    _REGISTRY,
+    create_model,
+)
 from autocolor.quantize import Decoding
 
 WEIGHTS_NAME = "model.safetensors"
@@ -75,43 +81,182 @@ def save_decoding(folder: Path, decoding: Decoding) -> None:
     atomic_write_bytes(Path(folder) / DECODING_NAME, json.dumps(decoding.to_dict(), indent=2).encode())
 
 
+MAX_JSON_BYTES = 1_000_000  # a model folder's JSON is a few hundred bytes; a training config a few kB
+MAX_WEIGHTS_BYTES = 4_000_000_000  # chroma-unet's widest (width 512) is about 1.3 GB
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes.
+
+    Opened without blocking and checked on the open handle, so a FIFO does
+    not hang and a link to ``/dev/zero`` is not read until memory runs out.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise CheckpointError(f"{path}: is a folder, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise CheckpointError(f"{path}: not a regular file (a device, FIFO or socket); refusing to read it")
+        if info.st_size > limit:
+            raise CheckpointError(f"{path}: {info.st_size:,} bytes, over the limit of {limit:,} for this file")
+        with os.fdopen(fd, "rb") as f:
+            fd = None
+            data = f.read(limit + 1)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    if len(data) > limit:
+        raise CheckpointError(f"{path}: over the limit of {limit:,} bytes for this file")
+    return data
+
+
+def _read_json(path: Path) -> Any:
+    data = _read_regular(path, MAX_JSON_BYTES)
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except RecursionError:
+        raise CheckpointError(f"{path}: JSON nested too deep") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    except ValueError as exc:  # NaN or Infinity
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def read_decoding(folder: Path, config: dict[str, Any]) -> Decoding:
     """The folder's decoding: ``decoding.json``, else the settings older folders
     kept in ``config.json``'s kwargs, else the defaults."""
     path = Path(folder) / DECODING_NAME
     try:
-        if path.is_file():
-            return Decoding.from_dict(json.loads(path.read_text()))
-        legacy = {k: v for k, v in config.get("kwargs", {}).items() if k in _LEGACY_DECODING_KWARGS}
-        return Decoding.from_dict(legacy)
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, AttributeError) as exc:
+        if path.exists() or path.is_symlink():
+            settings = _read_json(path)
+            if not isinstance(settings, dict):
+                raise CheckpointError(f"{path}: expected an object of decoding settings, got {type(settings).__name__}")
+        else:
+            settings = {k: v for k, v in config.get("kwargs", {}).items() if k in _LEGACY_DECODING_KWARGS}
+        return Decoding.from_dict(settings)
+    except (TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path}: bad decoding settings ({exc})") from exc
 
 
 def read_config(folder: Path) -> dict[str, Any]:
-    path = folder / CONFIG_NAME
+    """``config.json`` checked against the schema before anything is built:
+    a registered ``model`` name and ``kwargs`` that its factory takes, of
+    the types it declares (the factory checks their bounds)."""
+    path = Path(folder) / CONFIG_NAME
+    if Path(folder).is_file():
+        raise CheckpointError(f"{folder}: a file, not a model folder (a folder with {WEIGHTS_NAME} and {CONFIG_NAME})")
     try:
-        config = json.loads(path.read_text())
+        config = _read_json(path)
     except FileNotFoundError as exc:
         raise CheckpointError(f"{path}: missing (a model folder holds {WEIGHTS_NAME} and {CONFIG_NAME})") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(config, dict) or "model" not in config:
         raise CheckpointError(f"{path}: no 'model' entry")
+    name, kwargs = config["model"], config.get("kwargs", {})
+    if not isinstance(name, str) or name not in _REGISTRY:
+        known = ", ".join(sorted(_REGISTRY))
+        raise CheckpointError(f"{path}: 'model' is {name!r}, not a registered model ({known})")
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(f"{path}: 'kwargs' must be an object of keyword arguments, got {type(kwargs).__name__}")
+    hints = typing.get_type_hints(_REGISTRY[name])
+    for key, value in kwargs.items():
+        if key in _LEGACY_DECODING_KWARGS:
+            continue
+        if key not in hints or key == "return":
+            takes = ", ".join(k for k in hints if k != "return") or "none"
+            raise CheckpointError(f"{path}: {name} takes no argument {key!r} (it takes: {takes})")
+        if not _fits_type(value, hints[key]):
+            raise CheckpointError(f"{path}: {name} argument {key}={value!r} is not of type {_type_name(hints[key])}")
     return config
 
 
+def _fits_type(value: Any, kind: Any) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind is str:
+        return isinstance(value, str)
+    return False  # factories take plain scalars; anything else is not a model folder we wrote
+
+
+def _type_name(kind: Any) -> str:
+    return getattr(kind, "__name__", str(kind))
+
+
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
     try:
-        return load_file(str(path))
+        info = os.stat(path)
     except FileNotFoundError as exc:
         raise CheckpointError(f"{path}: missing") from exc
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if stat.S_ISDIR(info.st_mode):
+        raise CheckpointError(f"{path}: is a folder, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise CheckpointError(f"{path}: not a regular file (a device, FIFO or socket); refusing to read it")
+    if info.st_size > MAX_WEIGHTS_BYTES:
+        raise CheckpointError(f"{path}: {info.st_size:,} bytes, over the limit of {MAX_WEIGHTS_BYTES:,}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _check_weights(path: Path, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Every tensor the model expects, of its shape and kind, finite: one line otherwise
+    (``load_state_dict`` would list every mismatch over a hundred lines)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing and missing != ["class_weights"]:  # folders saved before class weights were stored
+        raise CheckpointError(f"{path}: weights do not fit {model.registry_name}: {len(missing)} tensors missing "
+                              f"(e.g. {missing[0]}); is this the model named in {CONFIG_NAME}?")
+    if unexpected:
+        raise CheckpointError(f"{path}: weights do not fit {model.registry_name}: {len(unexpected)} unexpected "
+                              f"tensors (e.g. {unexpected[0]})")
+    wrong = [k for k in state if state[k].shape != expected[k].shape]
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(f"{path}: weights do not fit {model.registry_name} with its {CONFIG_NAME} kwargs: "
+                              f"{len(wrong)} tensors of another shape (e.g. {k}: {tuple(state[k].shape)} in the file, "
+                              f"{tuple(expected[k].shape)} expected)")
+    for k, tensor in state.items():
+        want = expected[k].dtype
+        if tensor.dtype.is_floating_point != want.is_floating_point or (tensor.dtype == torch.bool) != (want == torch.bool):
+            raise CheckpointError(f"{path}: tensor {k} is {str(tensor.dtype).removeprefix('torch.')}, "
+                                  f"expected {str(want).removeprefix('torch.')}")
+        if tensor.dtype.is_floating_point and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: tensor {k} holds NaN or infinite values (a diverged training run?)")
+    weights = state.get("class_weights")
+    if weights is not None and not bool((weights > 0).all()):
+        raise CheckpointError(f"{path}: class_weights must all be positive (decoding divides by them)")
 
 
 def load_model(folder: Path, **overrides: Any) -> nn.Module:
-    """Rebuild a model from a model folder (or a path to its safetensors file)."""
+    """Rebuild a model from a model folder (or a path to its safetensors file).
+
+    Raises:
+        CheckpointError: one line naming the file and what is wrong with it,
+            whatever the folder holds.
+    """
     folder = Path(folder)
     if folder.suffix == ".safetensors":
         folder = folder.parent
@@ -122,10 +267,11 @@ def load_model(folder: Path, **overrides: Any) -> nn.Module:
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{folder / CONFIG_NAME}: cannot build model ({exc})") from exc
     state = read_weights(folder / WEIGHTS_NAME)
+    _check_weights(folder / WEIGHTS_NAME, model, state)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise CheckpointError(f"{folder / WEIGHTS_NAME}: weights do not fit {config['model']} ({exc})") from exc
+        raise CheckpointError(f"{folder / WEIGHTS_NAME}: weights do not fit {config['model']} ({_first_line(exc)})") from exc
     if model.predicts == "ab":
         model.decoding = read_decoding(folder, config)
     return model

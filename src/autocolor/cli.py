@@ -174,7 +174,9 @@ def _run_evaluate_hints(args: argparse.Namespace) -> int:
 
 
 def _add_tune(sub: argparse._SubParsersAction) -> None:
-    from autocolor.tune import DEFAULT_BAND, DEFAULT_SCALES, DEFAULT_TEMPERATURES
+    from autocolor.settings import TUNE_BAND as DEFAULT_BAND
+    from autocolor.settings import TUNE_SCALES as DEFAULT_SCALES
+    from autocolor.settings import TUNE_TEMPERATURES as DEFAULT_TEMPERATURES
 
     p = sub.add_parser("tune", help="choose a chroma model's decoding (temperature, chroma scale) on the val split",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -225,82 +227,253 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_colorize(sub: argparse._SubParsersAction) -> None:
-    from autocolor.imageio import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS
-    from autocolor.pipeline import DEFAULT_RENDER_SIZE
+def _bounded(bounds):
+    """An argparse ``type`` refusing values outside ``bounds`` (NaN and inf included) in one line."""
+    from autocolor.settings import check_number, describe
 
-    p = sub.add_parser("colorize", help="colorize photos: files, folders (recursively) and globs",
+    def parse(text: str):
+        try:
+            value = int(text) if bounds.integer else float(text)
+            return check_number("value", value, bounds)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {describe(bounds)}, got {text!r}") from None
+
+    return parse
+
+
+def _add_colorize(sub: argparse._SubParsersAction) -> None:
+    from autocolor import settings as s
+
+    p = sub.add_parser("colorize", help="colorize photos: files, folders (recursively), globs, or - for stdin",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
-    p.add_argument("-o", "--out", required=True, type=Path, help="output folder; folder layout is kept")
-    p.add_argument("--model", default="default", help="model folder (model.safetensors + config.json) or 'default'")
-    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch", help="inference engine")
-    p.add_argument("--device", default="cpu", help="torch backend: cpu, cuda, cuda:1, ...")
-    p.add_argument("--render-size", type=int, default=None,
-                   help=f"working resolution in pixels per side (chroma models: {DEFAULT_RENDER_SIZE}; "
-                        "RGB models: full size)")
-    p.add_argument("--saturation", type=float, default=1.0, help="chroma scale, 1 = as predicted")
-    p.add_argument("--format", choices=list(OUTPUT_FORMATS), default=None,
-                   help="output format (default: the input's own; GIF becomes PNG)")
-    p.add_argument("--quality", type=int, default=92, help="JPEG/WebP quality")
-    p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (default: skip them)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns; - reads stdin")
+    p.add_argument("-o", "--out", required=True,
+                   help="output folder (folder layout is kept); for one input, a file name such as out.jpg, "
+                        "or - for stdout")
+    p.add_argument("--model", default="default",
+                   help="model folder (model.safetensors + config.json), 'default', or 'levin' (hints only)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="inference engine (onnxruntime: pip install 'autocolor[onnx]')")
+    p.add_argument("--device", default="auto", help="torch backend: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
+    p.add_argument("--render-size", type=_bounded(s.RENDER_SIZE), default=None,
+                   help=f"working resolution in pixels per side, {s.RENDER_SIZE.low}-{s.RENDER_SIZE.high} (chroma "
+                        f"models: {s.DEFAULT_RENDER_SIZE}; RGB models: full size)")
+    p.add_argument("--saturation", type=_bounded(s.SATURATION), default=1.0,
+                   help=f"chroma scale, {s.SATURATION.low:g}-{s.SATURATION.high:g}; 1 = as predicted")
+    p.add_argument("--format", choices=list(s.OUTPUT_FORMATS), default=None,
+                   help="output format (default: the output name's, else the input's own; GIF becomes PNG)")
+    p.add_argument("--quality", type=_bounded(s.QUALITY), default=92, help="JPEG/WebP quality, 1-100")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace outputs that exist (default: skip those this input gave, report others)")
     p.add_argument("--keep-color", action="store_true", help="copy color inputs as they are instead of recolorizing")
     p.add_argument("--strip-metadata", action="store_true",
                    help="write no metadata (default: EXIF, ICC profile, dpi, XMP and IPTC are copied from each input)")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    p.add_argument("--max-pixels", type=_bounded(s.MAX_PIXELS), default=s.DEFAULT_MAX_PIXELS,
                    help="refuse larger images (decompression bombs)")
-    p.add_argument("--batch-size", type=int, default=8, help="images of one size colorized together")
-    p.add_argument("--workers", type=int, default=2, help="threads decoding and encoding beside the model")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--batch-size", type=_bounded(s.BATCH_SIZE), default=8,
+                   help=f"images of one size colorized together, 1-{s.BATCH_SIZE.high}")
+    p.add_argument("--workers", type=_bounded(s.WORKERS), default=2,
+                   help="threads decoding and encoding beside the model")
+    p.add_argument("--threads", type=_bounded(s.THREADS), default=0,
                    help="PyTorch intra-op threads; 0: all cores (fastest on an idle machine; 1 is faster when "
                         "other work shares a small CPU)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--hints", metavar="JSON", type=Path,
+                   help='color points: {"points": [{"x": 120, "y": 40, "color": "#6d9ed8"}, ...]} '
+                        "(x column, y row, in the photo's pixels)")
+    p.add_argument("--scribbles", metavar="IMAGE", type=Path,
+                   help="RGBA image of the photo's size: opaque pixels give colors to spread")
+    p.add_argument("--reference", metavar="IMAGE", type=Path,
+                   help="a color photo whose colors to use; one for a whole folder is fine")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON summary to stdout: one record per file (input, output, status, reason, seconds)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none unless stderr is a terminal)")
+
+
+def _say(text: str) -> None:
+    from autocolor.errors import printable
+
+    print(printable(text), file=sys.stderr)
+
+
+def _single_target(args: argparse.Namespace) -> str | None:
+    """``-o`` as one output file (or ``-``), or None for an output folder."""
+    from autocolor.settings import INPUT_EXTENSIONS
+
+    out = args.out
+    single = out == "-" or (Path(out).suffix.lower() in INPUT_EXTENSIONS and not Path(out).is_dir())
+    if not single and "-" not in args.paths:
+        return None
+    if "-" in args.paths and not single:
+        raise SystemExit("error: reading stdin (-) needs one output file: -o out.png, or -o - for stdout")
+    if len(args.paths) != 1 or (args.paths[0] != "-" and not Path(args.paths[0]).is_file()):
+        raise SystemExit(f"error: -o {out} names one output file; give one input file, or an output folder")
+    return out
+
+
+def _sniff_format(data: bytes) -> str:
+    """The output format for bytes read from stdin: their own (PNG for GIF and the unknown)."""
+    for magic, fmt in ((b"\xff\xd8\xff", "jpg"), (b"RIFF", "webp"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"),
+                       (b"BM", "bmp")):
+        if data.startswith(magic):
+            return fmt
+    return "png"
 
 
 def _run_colorize(args: argparse.Namespace) -> int:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="autocolor-") as scratch:
+        try:
+            return _colorize(args, Path(scratch))
+        except KeyboardInterrupt:
+            _say("interrupted before colorizing began; nothing was written")
+            return 130
+
+
+def _colorize(args: argparse.Namespace, scratch: Path) -> int:
+    from autocolor.settings import OUTPUT_FORMATS, SUFFIX_FORMATS
+
+    single = _single_target(args)
+    if single == "-" and args.json:
+        raise SystemExit("error: --json prints to stdout, which -o - already uses; write the image to a file")
     import torch
 
     from autocolor.distributed import all_sum, init_distributed, shard
-    from autocolor.inference import Colorizer, colorize_files, plan_jobs
+    from autocolor.guide import HintError, Hints, load_points
+    from autocolor.imageio import ImageError
+    from autocolor.inference import (
+        Colorizer,
+        FileResult,
+        Job,
+        colorize_files,
+        plan_jobs,
+    )
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    jobs, problems = plan_jobs(args.paths, args.out, args.format)
+    paths = list(args.paths)
+    if paths == ["-"]:
+        data = sys.stdin.buffer.read()
+        stdin_format = _sniff_format(data)
+        (scratch / "stdin").write_bytes(data)
+        paths = [str(scratch / "stdin")]
+    if single is None:
+        out = Path(args.out)
+        jobs, problems = plan_jobs(paths, out, args.format)
+    else:
+        source = Path(paths[0])
+        if single == "-":
+            fmt = args.format or (stdin_format if args.paths == ["-"] else _output_format(source))
+            target = scratch / f"stdout.{fmt}"
+        else:
+            target = Path(single)
+            named = SUFFIX_FORMATS.get(target.suffix.lower())
+            if named is None:
+                raise SystemExit(f"error: -o {target}: cannot write {target.suffix} files; name the output "
+                                 f".png, .jpg, .webp, .tif or .bmp")
+            if args.format is not None and args.format != named:
+                raise SystemExit(f"error: -o {target} names a {named} file but --format is {args.format}; "
+                                 "drop one of them")
+            fmt = named
+            if target.exists() and target.resolve() == source.resolve():
+                raise SystemExit(f"error: -o {target} is the input itself; inputs are never overwritten")
+        assert fmt in OUTPUT_FORMATS
+        jobs, problems = [Job(source, target, fmt)], []
+        out = target.parent
     for path, reason in problems:
-        print(f"{path}: {reason}", file=sys.stderr)
+        _say(f"{path}: {reason}")
     if not jobs:
-        print("error: nothing to colorize", file=sys.stderr)
+        _say("error: nothing to colorize" + ("" if problems else " (no image files among the inputs)"))
         return 1
     try:
-        args.out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        print(f"error: {args.out}: cannot create the output folder ({exc.strerror or exc})", file=sys.stderr)
+        _say(f"error: {out}: cannot create the output folder ({exc.strerror or exc})")
         return 2
+    hints = None
+    if args.hints or args.scribbles or args.reference:
+        points = load_points(args.hints) if args.hints else []
+        try:
+            Hints.build(points)
+        except HintError as exc:
+            raise HintError(f"{args.hints}: {exc}") from None
+        scribble = _image_arg(args.scribbles, "--scribbles", ImageError)
+        reference = _image_arg(args.reference, "--reference", ImageError)
+        try:
+            hints = Hints.build(points, scribble, reference)
+        except HintError as exc:
+            flag, path = ("--scribbles", args.scribbles) if "scribble" in str(exc) else ("--reference", args.reference)
+            raise HintError(f"{flag} {path}: {exc}") from None
     # Under torchrun each rank takes every world-th file (each done exactly once)
     # on its own GPU; a lone process is a world of one.
-    info, device = init_distributed(args.device)
+    device_name = "cpu" if args.backend == "onnxruntime" and args.device == "auto" else args.device
+    info, device = init_distributed(device_name)
     jobs = shard(jobs, info)
     problems = problems if info.main else []
     colorizer = Colorizer.load(args.model, device=str(device), backend=args.backend)
+    if hints is not None and not colorizer.model.guided:
+        raise HintError(f"--model {args.model} takes no color hints; use --model levin or a hint-aware model folder")
     summary = colorize_files(
         colorizer, jobs, render_size=args.render_size, saturation=args.saturation, keep_color=args.keep_color,
-        overwrite=args.overwrite, max_pixels=args.max_pixels, quality=args.quality, batch_size=args.batch_size,
-        workers=args.workers, progress=not args.no_progress and info.main, strip_metadata=args.strip_metadata,
+        overwrite=args.overwrite or single == "-", max_pixels=args.max_pixels, quality=args.quality,
+        batch_size=args.batch_size, workers=args.workers, hints=hints, strip_metadata=args.strip_metadata,
+        progress=not args.no_progress and info.main and sys.stderr.isatty(), log=_say,
     )
     summary.failed[:0] = problems
+    summary.files[:0] = [FileResult(str(path), None, "failed", reason) for path, reason in problems]
+    if single == "-":
+        if summary.done:
+            sys.stdout.buffer.write(jobs[0].target.read_bytes())
+            sys.stdout.buffer.flush()
+        for record in summary.files:
+            record.input = "-" if args.paths == ["-"] else record.input
+            record.output = "-"
     if info.world > 1:
-        print(f"rank {info.rank}: {summary.line()}", file=sys.stderr)
+        _say(f"rank {info.rank}: {summary.line()}")
         done, skipped, failed = all_sum([summary.done, summary.skipped, len(summary.failed)], info)
         if info.main:
-            print(f"all {info.world} ranks: done {done:.0f}, skipped {skipped:.0f} (already written), "
-                  f"failed {failed:.0f}", file=sys.stderr)
+            _say(f"all {info.world} ranks: done {done:.0f}, skipped {skipped:.0f} (already written), "
+                 f"failed {failed:.0f}")
     else:
-        print(summary.line(), file=sys.stderr)
+        _say(summary.line())
+    if args.json:
+        import dataclasses
+
+        print(json.dumps({"done": summary.done, "skipped": summary.skipped, "failed": len(summary.failed),
+                          "interrupted": summary.interrupted, "seconds": round(summary.seconds, 3),
+                          "files": [dataclasses.asdict(f) for f in summary.files]}, indent=1))
+    if summary.interrupted:
+        _say("interrupted: the outputs written are whole; run the same command again to do the rest")
+        return 130
     return 1 if summary.failed else 0
 
 
+def _output_format(source: Path) -> str:
+    from autocolor.imageio import output_format_for
+
+    return output_format_for(source)
+
+
+def _image_arg(path: Path | None, flag: str, image_error: type[Exception]):
+    """An image named on the command line, read now so a bad one is one line naming it."""
+    if path is None:
+        return None
+    from autocolor.imageio import read_image
+
+    try:
+        image = read_image(path)[0]
+    except image_error as exc:
+        raise image_error(f"{flag} {path}: {exc}") from None
+    if flag == "--scribbles" and image.mode not in ("LA", "RGBA"):
+        raise image_error(f"{flag} {path}: has no alpha channel to mark the painted pixels; paint the colors "
+                          "on a transparent layer and save it as RGBA PNG")
+    return image
+
+
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    from autocolor.pipeline import DEFAULT_RENDER_SIZE
+    from autocolor.settings import (
+        DEFAULT_RENDER_SIZE,  # torch-free: building the parser stays fast
+    )
 
     p = sub.add_parser("export", help="export a chroma model's network to ONNX",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -338,8 +511,21 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block), escaped for the terminal."""
+
+    def error(self, message: str):
+        from autocolor.errors import printable
+
+        self.exit(2, printable(f"{self.prog}: error: {message} (see {self.prog} --help)") + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autocolor", description="Colorize grayscale photos; train and compare models.")
+    """The whole command line; imports no torch (``autocolor --help`` is instant)."""
+    from autocolor import __version__
+
+    parser = _Parser(prog="autocolor", description="Colorize grayscale photos; train and compare models.")
+    parser.add_argument("--version", action="version", version=f"autocolor {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_data(sub)
@@ -364,7 +550,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except AutocolorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from autocolor.errors import printable
+
+        print(printable(f"error: {exc}"), file=sys.stderr)
         return EXIT_USER_ERROR
 
 

@@ -19,7 +19,6 @@ import io
 import math
 import os
 import re
-import shutil
 import struct
 import sys
 import tempfile
@@ -852,15 +851,15 @@ def save_image(array: np.ndarray, path: str | os.PathLike, fmt: str | None = Non
     _write_atomically(path, lambda f: f.write(data))
 
 
-def keep_image(source: str | os.PathLike, array: np.ndarray, path: str | os.PathLike, fmt: str,
-               quality: int = 92, metadata: Metadata | None = None) -> None:
-    """Write a color input that is kept as it is (``--keep-color``).
+def kept_image_bytes(source: str | os.PathLike, array: np.ndarray, fmt: str, quality: int = 92,
+                     metadata: Metadata | None = None) -> bytes:
+    """The bytes to write for a color input that is kept as it is (``--keep-color``).
 
     When ``fmt`` is the source file's own format and its metadata is wanted,
-    its bytes are copied: nothing is lost to re-encoding. Otherwise its
-    samples ``array`` are saved in ``fmt``. The source is only read.
+    they are its own bytes: nothing is lost to re-encoding. Otherwise its
+    samples ``array`` encoded in ``fmt``. The source is only read.
     """
-    source, path = Path(source), Path(path)
+    source = Path(source)
     if metadata is not None:
         try:
             with _identify(source) as im:
@@ -868,7 +867,15 @@ def keep_image(source: str | os.PathLike, array: np.ndarray, path: str | os.Path
         except (OSError, SyntaxError, ValueError):
             own = False
         if own:
-            with open(source, "rb") as original:
-                _write_atomically(path, lambda f: shutil.copyfileobj(original, f))
-            return
-    save_image(array, path, fmt, quality, metadata, history="re-encoded, colors kept")
+            try:
+                return source.read_bytes()
+            except OSError as exc:
+                raise ImageError(f"{source}: cannot read ({exc.strerror or exc})") from exc
+    return encode_image(array, fmt, quality, metadata, history="re-encoded, colors kept")
+
+
+def keep_image(source: str | os.PathLike, array: np.ndarray, path: str | os.PathLike, fmt: str,
+               quality: int = 92, metadata: Metadata | None = None) -> None:
+    """Write :func:`kept_image_bytes` to ``path``, atomically."""
+    data = kept_image_bytes(source, array, fmt, quality, metadata)
+    _write_atomically(Path(path), lambda f: f.write(data))

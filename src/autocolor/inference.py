@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import glob
 import itertools
+import json
 import os
 import sys
+import threading
 import time
 import warnings
 from collections import deque
@@ -29,7 +31,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from autocolor import settings
 from autocolor.color import gray16_to_l
+from autocolor.errors import SetupError, printable
 from autocolor.guide import Hints, Point
 from autocolor.imageio import (
     DEFAULT_MAX_PIXELS,
@@ -40,16 +44,17 @@ from autocolor.imageio import (
     Pixels,
     array_to_pil,
     as_given_dtype,
+    encode_image,
     join_alpha,
-    keep_image,
     output_format_for,
     pil_to_array,
     read_image,
+    kept_image_bytes,
     read_photo,
-    save_image,
     split_pixels,
 )
 from autocolor.pipeline import DEFAULT_RENDER_SIZE, colorize_gray, resize, working_size
+from autocolor.settings import check_number
 
 BACKENDS = ("torch", "onnxruntime")
 BATCH_PIXELS = 4_000_000  # images are batched while their pixels add up to no more than this
@@ -57,6 +62,88 @@ BATCH_PIXELS = 4_000_000  # images are batched while their pixels add up to no m
 
 def default_model_dir() -> Path:
     return Path(__file__).parent / "weights" / "default"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` (CUDA, then MPS, then CPU) or a device that exists here.
+
+    Raises:
+        SetupError: one line saying what is missing and what to pass instead.
+    """
+    from autocolor.distributed import pick_device
+
+    try:
+        device = pick_device(str(name))
+    except (RuntimeError, ValueError):
+        raise SetupError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:1 or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            built = "" if torch.version.cuda else " (this PyTorch is built without CUDA)"
+            raise SetupError(f"--device {name}: no CUDA GPU is visible{built}; use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise SetupError(f"--device {name}: there are {torch.cuda.device_count()} CUDA GPUs here (cuda:0 to "
+                             f"cuda:{torch.cuda.device_count() - 1})")
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise SetupError(f"--device {name}: Apple's MPS is not available here; use --device cpu or auto")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise SetupError(f"--device {name}: not supported; use auto, cpu, cuda or mps")
+    return device
+
+
+def onnx_cache_dir() -> Path:
+    """Where exported ONNX graphs are kept: ``$AUTOCOLOR_CACHE``, else the user's
+    cache folder. Model folders are inputs and are never written to."""
+    if os.environ.get("AUTOCOLOR_CACHE"):
+        return Path(os.environ["AUTOCOLOR_CACHE"]) / "onnx"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "autocolor" / "onnx"
+
+
+def _content_key(folder: Path) -> str:
+    """A digest of what decides the exported graph: weights, config and decoding."""
+    import hashlib
+
+    from autocolor.checkpoint import CONFIG_NAME, DECODING_NAME, WEIGHTS_NAME
+
+    digest = hashlib.sha256(b"autocolor-onnx-v1")
+    for name in (WEIGHTS_NAME, CONFIG_NAME, DECODING_NAME):
+        digest.update(name.encode())
+        path = folder / name
+        if path.is_file():
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:24]
+
+
+def _onnx_runner(folder: Path, net):
+    """An onnxruntime runner for ``net``, from the folder's cached graph when its
+    content key matches, else exported now (and cached where the folder is writable)."""
+    from autocolor.checkpoint import CheckpointError, atomic_write_bytes
+
+    try:
+        import onnxruntime  # noqa: F401
+
+        from autocolor.onnx_export import OnnxChromaNet, export_onnx_bytes
+    except ImportError:
+        raise SetupError("--backend onnxruntime needs onnxruntime: pip install 'autocolor[onnx]'") from None
+    cached = onnx_cache_dir() / f"{_content_key(folder)}.onnx"
+    if cached.is_file():
+        try:
+            return OnnxChromaNet(cached, net)
+        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt below
+            cached.unlink(missing_ok=True)
+    try:
+        graph = export_onnx_bytes(net)
+    except ValueError as exc:
+        raise CheckpointError(f"{folder}: {exc}") from None
+    try:
+        atomic_write_bytes(cached, graph)
+    except OSError:
+        pass  # no writable cache: export again next time
+    try:
+        return OnnxChromaNet(graph, net)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are not RuntimeError
+        raise CheckpointError(f"{folder}: onnxruntime cannot run the exported model ({_one_line(exc)})") from None
 
 
 class Colorizer:
@@ -81,14 +168,26 @@ class Colorizer:
         safetensors file, ``"default"`` (the shipped weights) or ``"levin"``
         (Levin et al.'s optimization: hints only, no weights).
 
-        ``backend="onnxruntime"`` runs the network through onnxruntime on the
-        CPU: a ``model.onnx`` next to the weights is used when it is newer,
-        otherwise the model is exported in memory.
+        ``device`` is a torch device name or ``"auto"`` (CUDA, then MPS, then
+        CPU). ``backend="onnxruntime"`` runs the network through onnxruntime
+        on the CPU; the exported graph is cached (:func:`onnx_cache_dir`) under
+        a digest of the folder's weights and settings, so a changed
+        ``config.json`` or ``decoding.json`` is never run through a stale graph.
+
+        Raises:
+            CheckpointError: the folder cannot be used (one line: file and reason).
+            SetupError: the device or the backend is not available here.
         """
         from autocolor.checkpoint import WEIGHTS_NAME, CheckpointError, load_model
 
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if backend == "onnxruntime":
+            if str(device) not in ("cpu", "auto"):
+                raise SetupError("the onnxruntime backend runs on the CPU; use --device cpu, or --backend torch "
+                                 f"for {device}")
+            device = "cpu"
+        device = str(resolve_device(device))
         if str(model) == "levin":
             from autocolor.models import create_model
 
@@ -104,14 +203,7 @@ class Colorizer:
         net = load_model(folder).eval()
         if backend == "torch":
             return cls(net.to(device), device=device, name=str(folder))
-        from autocolor.onnx_export import OnnxChromaNet, export_onnx_bytes
-
-        if str(device) != "cpu":
-            raise ValueError("the onnxruntime backend runs on the CPU; use backend='torch' for other devices")
-        cached = folder / "model.onnx"
-        fresh = cached.is_file() and cached.stat().st_mtime >= (folder / WEIGHTS_NAME).stat().st_mtime
-        graph = cached if fresh else export_onnx_bytes(net)
-        return cls(OnnxChromaNet(graph, net), device="cpu", name=str(folder))
+        return cls(_onnx_runner(folder, net), device="cpu", name=str(folder))
 
     # -- arrays
 
@@ -120,6 +212,7 @@ class Colorizer:
         hints: Hints | None = None,
     ) -> list[np.ndarray]:
         """Colorize same-sized, same-dtype :class:`Pixels`; alpha is reattached."""
+        check_colorize_settings(render_size, saturation)
         gray = np.stack([p.gray for p in batch])  # (B, H, W) uint16
         rgbs = colorize_gray(self.model, gray, batch[0].dtype, render_size, saturation, hints)
         return [join_alpha(rgb, p.alpha) for rgb, p in zip(rgbs, batch)]
@@ -154,7 +247,12 @@ class Colorizer:
                 whose opaque pixels give colors to spread.
             reference: a photo (path, PIL or array) whose colors to use
                 ("make it look like this").
+
+        Raises:
+            ValueError: a setting out of its bounds (:mod:`autocolor.settings`),
+                such as a NaN or negative saturation; ``HintError`` for bad hints.
         """
+        check_colorize_settings(render_size, saturation, max_pixels=max_pixels)
         img, pixels = self._pixels(img, max_pixels, warn=not keep_color)
         if pixels.color and keep_color:
             return img
@@ -169,6 +267,7 @@ class Colorizer:
         pixel's lightness. Needs a classification head (the default)."""
         from autocolor.color import gray_tables, lab_to_rgb
 
+        check_colorize_settings(render_size, max_pixels=max_pixels)
         _, pixels = self._pixels(img, max_pixels)
         h, w = pixels.gray.shape
         guide = self._hints(hints, None, None, pixels)
@@ -214,11 +313,35 @@ class Colorizer:
 # ---------------------------------------------------------------- which files go where
 
 
+RECORD_NAME = ".autocolor-record.jsonl"  # beside the outputs: which input each finished output came from
+
+
 @dataclass(frozen=True)
 class Job:
     source: Path
     target: Path
     fmt: str
+    root: Path | None = None  # the output folder, where the record lives; None: the target's own folder
+
+    @property
+    def record(self) -> Path:
+        return (self.root if self.root is not None else self.target.parent) / RECORD_NAME
+
+    @property
+    def record_key(self) -> str:
+        root = self.root if self.root is not None else self.target.parent
+        return self.target.relative_to(root).as_posix()
+
+
+@dataclass
+class FileResult:
+    """One file's outcome, as ``--json`` reports it."""
+
+    input: str
+    output: str | None
+    status: str  # "done", "skipped" or "failed"
+    reason: str | None = None
+    seconds: float | None = None  # from the start of reading to the output written (overlaps other files)
 
 
 @dataclass
@@ -228,10 +351,17 @@ class Summary:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     converted: int = 0  # color inputs colorized from their gray version
     seconds: float = 0.0
+    interrupted: bool = False  # stopped by Ctrl-C: what was written is whole, the rest not begun
+    files: list[FileResult] = field(default_factory=list)
 
     def line(self) -> str:
         rate = f" in {self.seconds:.1f} s ({self.done / self.seconds:.1f} images/s)" if self.seconds and self.done else ""
         return f"done {self.done}, skipped {self.skipped} (already written), failed {len(self.failed)}{rate}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _glob_base(pattern: str) -> Path:
@@ -248,15 +378,82 @@ def _is_within(path: Path, folder: Path) -> bool:
         return False
 
 
+def _walk_images(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Image files under ``folder``, following linked subfolders (each real
+    folder once, so a link loop ends), and the links that lead nowhere."""
+    found: list[Path] = []
+    problems: list[tuple[Path, str]] = []
+    seen: set[tuple[int, int]] = set()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        try:
+            info = os.stat(top)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (info.st_dev, info.st_ino) in seen:
+            dirs[:] = []
+            problems.append((Path(top), "a linked folder already scanned (a link loop?): skipped"))
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(top) / name
+            if path.suffix.lower() not in INPUT_EXTENSIONS:
+                continue
+            if path.is_symlink() and not path.exists():
+                problems.append((path, f"a link to {os.readlink(path)}, which does not exist"))
+            elif path.is_file():
+                found.append(path)
+    return found, problems
+
+
+def read_record(path: Path) -> dict[str, list[dict]]:
+    """The entries of an output record, by output (relative path); unreadable lines are ignored."""
+    entries: dict[str, list[dict]] = {}
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return entries
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+            entries.setdefault(entry["output"], []).append(entry)
+        except (ValueError, KeyError, TypeError):
+            continue
+    return entries
+
+
+def _source_stamp(path: Path) -> dict:
+    info = path.stat()
+    return {"source": str(path.resolve()), "size": info.st_size, "mtime_ns": info.st_mtime_ns}
+
+
+def _is_recorded(job: Job, entries: dict[str, list[dict]]) -> bool:
+    """The target is the output this input gave: the record names this very
+    source (path, size, mtime) and this very file (size, mtime)."""
+    try:
+        source = _source_stamp(job.source)
+        out = job.target.stat()
+    except OSError:
+        return False
+    return any(
+        {k: e.get(k) for k in source} == source
+        and e.get("output_size") == out.st_size and e.get("output_mtime_ns") == out.st_mtime_ns
+        for e in entries.get(job.record_key, ())
+    )
+
+
 def plan_jobs(
     inputs: list[str], outdir: str | os.PathLike, fmt: str | None = None
 ) -> tuple[list[Job], list[tuple[Path, str]]]:
-    """Map files, folders (recursively) and globs to output paths under ``outdir``.
+    """Map files, folders (recursively, through linked subfolders) and globs to
+    output paths under ``outdir``.
 
     A folder's files keep their layout relative to it; a glob's, relative to
     its part before the first wildcard; a file lands directly in ``outdir``.
     The output folder is never scanned for inputs, and no output may be an
-    input file.
+    input file, including the files of an input folder that lie inside the
+    output folder and that autocolor did not write.
 
     Returns:
         jobs, and (path, reason) for inputs that could not be planned.
@@ -267,30 +464,42 @@ def plan_jobs(
     outdir = Path(outdir)
     pairs: list[tuple[Path, Path]] = []  # (source, path relative to outdir)
     problems: list[tuple[Path, str]] = []
+    inside_output: set[Path] = set()  # input-folder files within outdir: inputs too, unless written by us
     for text in inputs:
         path = Path(text)
         if path.is_dir():
             if outdir.exists() and outdir.resolve() == path.resolve():
                 raise ImageError(f"{outdir}: the output folder is the input folder; choose another one "
                                  "(inputs are never overwritten)")
-            for found in sorted(path.rglob("*")):
-                if found.suffix.lower() in INPUT_EXTENSIONS and found.is_file() and not _is_within(found, outdir):
-                    pairs.append((found, found.relative_to(path)))
+            found, trouble = _walk_images(path)
+            problems.extend(trouble)
+            kept = [f for f in found if not _is_within(f, outdir)]
+            inside_output.update(f.resolve() for f in found if _is_within(f, outdir))
+            if found and not kept:
+                reason = (f"all its {len(found)} images lie inside the output folder {outdir}, which is never "
+                          "scanned for inputs; choose an output folder outside it")
+                problems.append((path, reason))
+            pairs.extend((f, f.relative_to(path)) for f in kept)
         elif path.is_file():
             pairs.append((path, Path(path.name)))
+        elif path.is_symlink():
+            problems.append((path, f"a link to {os.readlink(path)}, which does not exist"))
         elif glob.has_magic(text):
             base = _glob_base(text)
             matches = sorted(Path(m) for m in glob.glob(text, recursive=True) if Path(m).is_file())
             if not matches:
                 problems.append((path, "no files match this pattern"))
-            for found in matches:
-                if not _is_within(found, outdir):
-                    pairs.append((found, found.relative_to(base) if _is_within(found, base) else Path(found.name)))
+            for found_path in matches:
+                if not _is_within(found_path, outdir):
+                    relative = found_path.relative_to(base) if _is_within(found_path, base) else Path(found_path.name)
+                    pairs.append((found_path, relative))
         else:
             problems.append((path, "no such file or folder"))
+    record = read_record(outdir / RECORD_NAME) if inside_output else {}
+    ours = {(outdir / key).resolve() for key in record}
     jobs: list[Job] = []
     claimed: dict[Path, Path] = {}
-    sources = {p.resolve() for p, _ in pairs}
+    sources = {p.resolve() for p, _ in pairs} | (inside_output - ours)
     for source, relative in pairs:
         out_fmt = output_format_for(source, fmt)
         target = outdir / relative.with_suffix(OUTPUT_FORMATS[out_fmt][0])
@@ -301,11 +510,25 @@ def plan_jobs(
             problems.append((source, f"its output {target} is already the output of {claimed[key]}"))
         else:
             claimed[key] = source
-            jobs.append(Job(source, target, out_fmt))
+            jobs.append(Job(source, target, out_fmt, outdir))
     return jobs, problems
 
 
+def check_colorize_settings(render_size: int | None = None, saturation: float = 1.0, **others) -> None:
+    """``ValueError`` (one line) for a setting out of its bounds (:mod:`autocolor.settings`):
+    NaN, infinite, negative or huge values never reach the model."""
+    if render_size is not None:
+        check_number("render_size", render_size, settings.RENDER_SIZE)
+    check_number("saturation", saturation, settings.SATURATION)
+    for name, value in others.items():
+        check_number(name, value, getattr(settings, name.upper()))
+
+
 # ---------------------------------------------------------------- batch runs
+
+# Decoded images held ahead of the model (beyond the few being decoded): ten
+# 40 MP scans decoded at once would need gigabytes.
+LOOKAHEAD_BYTES = 512_000_000
 
 
 @dataclass
@@ -315,21 +538,88 @@ class _Decoded:
     notes: list[str] = field(default_factory=list)
     error: str | None = None
     metadata: Metadata | None = None  # None: write none (--strip-metadata)
+    started: float = 0.0
+
+    @property
+    def nbytes(self) -> int:
+        p = self.pixels
+        if p is None:
+            return 0
+        return p.gray.nbytes + (p.alpha.nbytes if p.alpha is not None else 0) + (p.rgb.nbytes if p.rgb is not None else 0)
 
 
 def _decode(job: Job, max_pixels: int, keep_metadata: bool = True) -> _Decoded:
+    started = time.perf_counter()
     try:
         photo = read_photo(job.source, max_pixels)
         return _Decoded(job, split_pixels(photo.samples), list(photo.notes),
-                        metadata=photo.metadata if keep_metadata else None)
+                        metadata=photo.metadata if keep_metadata else None, started=started)
     except ImageError as exc:
-        return _Decoded(job, error=str(exc))
+        return _Decoded(job, error=str(exc), started=started)
     except MemoryError:
-        return _Decoded(job, error="out of memory while decoding")
+        return _Decoded(job, error="out of memory while decoding", started=started)
+    except Exception as exc:  # noqa: BLE001 - a per-file problem must never end the batch
+        return _Decoded(job, error=f"cannot decode ({type(exc).__name__}: {_one_line(exc)})", started=started)
 
 
-def _encode(job: Job, array: np.ndarray, quality: int, metadata: Metadata | None = None) -> None:
-    save_image(array, job.target, job.fmt, quality, metadata)
+class _Recorder:
+    """Appends to the output records: one JSON line per finished output,
+    written before the output takes its name (so a record never names a
+    file that is not the one it describes)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def __call__(self, job: Job, finished: Path) -> None:
+        out = finished.stat()
+        entry = {"output": job.record_key, **_source_stamp(job.source),
+                 "output_size": out.st_size, "output_mtime_ns": out.st_mtime_ns}
+        line = (json.dumps(entry, ensure_ascii=True) + "\n").encode()
+        with self.lock:
+            fd = os.open(job.record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                os.write(fd, line)  # one write with O_APPEND: whole lines, even from several processes
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _encode(job: Job, array: np.ndarray, quality: int, recorder: _Recorder, metadata: Metadata | None = None,
+            kept: bool = False) -> None:
+    """Encode (or, for a kept color input, copy) and write one output with its record."""
+    from autocolor.atomic import atomic_write_bytes
+
+    if kept:
+        data = kept_image_bytes(job.source, array, job.fmt, quality, metadata)
+    else:
+        data = encode_image(array, job.fmt, quality, metadata)
+    try:
+        atomic_write_bytes(job.target, data, before_replace=lambda tmp: recorder(job, tmp))
+    except OSError as exc:
+        raise ImageError(f"cannot write {job.target} ({exc.strerror or exc})") from exc
+
+
+def _triage(jobs: list[Job], overwrite: bool, summary: Summary, fail) -> list[Job]:
+    """The jobs to do: a target this input already gave (by the record) is
+    skipped; any other file or folder in the way is refused unless ``overwrite``."""
+    records: dict[Path, dict[str, list[dict]]] = {}
+    todo = []
+    for job in jobs:
+        target = job.target
+        if target.is_dir():
+            fail(job, f"a folder is in the way at {target}; move it or choose another output")
+        elif overwrite or not (target.exists() or target.is_symlink()):
+            todo.append(job)
+        else:
+            if job.record not in records:
+                records[job.record] = read_record(job.record)
+            if _is_recorded(job, records[job.record]):
+                summary.skipped += 1
+                summary.files.append(FileResult(str(job.source), str(target), "skipped", "already written"))
+            else:
+                fail(job, f"{target} exists and is not this input's output (another photo of that name, "
+                          "or changed since); --overwrite replaces it")
+    return todo
 
 
 def colorize_files(
@@ -349,69 +639,105 @@ def colorize_files(
     hints: Hints | None = None,
     strip_metadata: bool = False,
 ) -> Summary:
-    """Colorize ``jobs``, skipping targets that exist unless ``overwrite``.
+    """Colorize ``jobs``, skipping outputs this very input already gave.
 
-    ``workers`` threads decode ahead of the model and encode behind it
+    An output counts as done when the record beside the outputs
+    (``.autocolor-record.jsonl``) says it was written from this source (path,
+    size and modification time) and it is still that file; any other file
+    at a target is left alone and reported unless ``overwrite``. Outputs
+    are written whole or not at all, and flushed to disk before they count.
+
+    ``workers`` threads decode ahead of the model (at most about
+    ``LOOKAHEAD_BYTES`` of decoded images wait) and encode behind it
     (Pillow, numpy and torch release the GIL, so threads overlap on a CPU
     without pickling images between processes). Consecutive images of one
-    size and sample type are batched. Each failure is logged as
-    ``path: reason`` and the run goes on. ``hints`` apply to every photo
-    (a reference photo for a whole album; points must fit each photo). Each
-    output carries its input's metadata (:class:`autocolor.imageio.Metadata`)
+    size and sample type are batched. Each failure, whatever it is, is
+    logged as ``path: reason`` and the run goes on; Ctrl-C stops it with
+    ``summary.interrupted`` set. ``hints`` apply to every photo (a reference
+    photo for a whole album; points must fit each photo). Each output
+    carries its input's metadata (:class:`autocolor.imageio.Metadata`)
     unless ``strip_metadata``.
+
+    Raises:
+        ValueError: a setting out of its bounds (see :mod:`autocolor.settings`).
     """
     from tqdm import tqdm
 
+    from autocolor.atomic import remove_stale_temporaries
+
+    check_colorize_settings(render_size, saturation, quality=quality, batch_size=batch_size, workers=workers,
+                            max_pixels=max_pixels)
     summary = Summary()
-    todo = []
-    for job in jobs:
-        if not overwrite and job.target.exists():
-            summary.skipped += 1
-        else:
-            todo.append(job)
+    say = log or (lambda text: tqdm.write(text, file=sys.stderr))
+    bar = None
+
+    def fail(job: Job, reason: str, started: float | None = None) -> None:
+        summary.failed.append((job.source, reason))
+        seconds = time.perf_counter() - started if started else None
+        summary.files.append(FileResult(str(job.source), str(job.target), "failed", reason, seconds))
+        say(printable(f"{job.source}: {reason}"))
+        if bar is not None:
+            bar.update(1)
+
+    todo = _triage(jobs, overwrite, summary, fail)
+    for folder in sorted({job.target.parent for job in todo}):
+        remove_stale_temporaries(folder, legacy_names={job.target.name for job in todo if job.target.parent == folder})
     start = time.perf_counter()
     bar = tqdm(total=len(todo), unit="img", disable=not progress, dynamic_ncols=True, smoothing=0.1)
-    say = log or (lambda text: tqdm.write(text, file=sys.stderr))
-
-    def fail(job: Job, reason: str) -> None:
-        summary.failed.append((job.source, reason))
-        say(f"{job.source}: {reason}")
-        bar.update(1)
+    recorder = _Recorder()
 
     pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="autocolor-io")
     reads: deque[Future] = deque()
-    writes: deque[tuple[Job, Future]] = deque()
+    writes: deque[tuple[_Decoded, Future, int]] = deque()  # (item, future, bytes of its result)
     queue = iter(todo)
     lookahead = max(2 * batch_size, 2 * workers)
+    held = {"batch": 0}  # bytes of decoded images taken from `reads` and not yet colorized
+
+    def held_bytes() -> int:
+        ready = sum(f.result().nbytes for f in reads if f.done() and not f.cancelled())
+        return ready + held["batch"] + sum(n for _, _, n in writes)
 
     def refill() -> None:
+        # Decode at most `workers` at a time, and stop while the decoded images
+        # waiting (plus results waiting to be encoded) pass the byte budget.
         while len(reads) < lookahead:
+            if reads and (sum(not f.done() for f in reads) >= max(1, workers) or held_bytes() >= LOOKAHEAD_BYTES):
+                return
             job = next(queue, None)
             if job is None:
                 return
             reads.append(pool.submit(_decode, job, max_pixels, not strip_metadata))
 
     def settle_writes(keep: int) -> None:
-        while len(writes) > keep:
-            job, future = writes.popleft()
+        while len(writes) > keep or (writes and sum(n for _, _, n in writes) > LOOKAHEAD_BYTES):
+            item, future, _ = writes.popleft()
             try:
                 future.result()
+            except ImageError as exc:
+                fail(item.job, str(exc), item.started)
+            except Exception as exc:  # noqa: BLE001 - a per-file problem must never end the batch
+                fail(item.job, f"cannot encode ({type(exc).__name__}: {_one_line(exc)})", item.started)
+            else:
                 summary.done += 1
+                summary.files.append(FileResult(str(item.job.source), str(item.job.target), "done", None,
+                                                time.perf_counter() - item.started))
                 bar.update(1)
-            except (ImageError, OSError, ValueError) as exc:
-                fail(job, str(exc) if isinstance(exc, ImageError) else f"cannot encode ({exc})")
+
+    def write(item: _Decoded, rgb: np.ndarray, kept: bool = False) -> None:
+        future = pool.submit(_encode, item.job, rgb, quality, recorder, item.metadata, kept)
+        writes.append((item, future, rgb.nbytes))
 
     def usable(item: _Decoded) -> bool:
         if item.error is not None:
-            fail(item.job, item.error)
+            fail(item.job, item.error, item.started)
             return False
         for note in item.notes:
-            say(f"{item.job.source}: {note}")
+            say(printable(f"{item.job.source}: {note}"))
         if item.pixels.color:
             summary.converted += 1
             if summary.converted == 1 and not keep_color:
-                say(f"{item.job.source}: in color; colorizing its gray version (--keep-color leaves color "
-                    "images as they are; further color inputs are counted, not listed)")
+                say(printable(f"{item.job.source}: in color; colorizing its gray version (--keep-color leaves "
+                              "color images as they are; further color inputs are counted, not listed)"))
         return True
 
     try:
@@ -424,31 +750,46 @@ def colorize_files(
                 carry = None
             while reads and len(batch) < batch_size:
                 item = reads.popleft().result()
-                refill()
                 if not usable(item):
+                    refill()
                     continue
                 if keep_color and item.pixels.color:
-                    rgb = join_alpha(item.pixels.rgb, item.pixels.alpha)
-                    writes.append((item.job, pool.submit(keep_image, item.job.source, rgb, item.job.target,
-                                                         item.job.fmt, quality, item.metadata)))
+                    write(item, join_alpha(item.pixels.rgb, item.pixels.alpha), kept=True)
+                    refill()
                     continue
                 if batch and not _batchable(batch, item):
                     carry = item
+                    held["batch"] += item.nbytes
                     break
                 batch.append(item)
+                held["batch"] += item.nbytes
+                refill()
             if not batch:
+                refill()
                 continue
             try:
                 results = colorizer.colorize_pixels([b.pixels for b in batch], render_size, saturation, hints)
-            except (RuntimeError, ValueError, MemoryError) as exc:
+            except Exception as exc:  # noqa: BLE001 - onnxruntime's errors, MemoryError, ...: this batch only
+                results = None
                 for item in batch:
-                    fail(item.job, f"colorizing failed ({type(exc).__name__}: {exc})")
-                continue
-            for item, rgb in zip(batch, results):
-                writes.append((item.job, pool.submit(_encode, item.job, rgb, quality, item.metadata)))
+                    fail(item.job, f"colorizing failed ({type(exc).__name__}: {_one_line(exc)})", item.started)
+            held["batch"] = carry.nbytes if carry is not None else 0
+            for item, rgb in zip(batch, results or ()):
+                write(item, rgb)
             batch.clear()
             settle_writes(keep=2 * max(1, workers))
+            refill()
         settle_writes(keep=0)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        for future in reads:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)  # writes under way finish whole
+        for item, future, _ in writes:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                summary.done += 1
+                summary.files.append(FileResult(str(item.job.source), str(item.job.target), "done", None,
+                                                time.perf_counter() - item.started))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from autocolor import settings
 from autocolor.checkpoint import load_model, save_decoding
 from autocolor.color import gray16_to_l, merge_gray_ab, rgb_to_lab
 from autocolor.data import build_splits
@@ -31,9 +32,9 @@ from autocolor.metrics import colorfulness, mean_ciede2000_lab
 from autocolor.pipeline import predict_chroma, to_gray16
 from autocolor.quantize import Decoding
 
-DEFAULT_TEMPERATURES = (0.3, 0.38, 0.5, 0.7)
-DEFAULT_SCALES = (1.0, 1.25, 1.5, 1.75, 2.0)
-DEFAULT_BAND = (0.8, 1.2)
+DEFAULT_TEMPERATURES = settings.TUNE_TEMPERATURES
+DEFAULT_SCALES = settings.TUNE_SCALES
+DEFAULT_BAND = settings.TUNE_BAND
 
 
 def choose(rows: list[dict[str, Any]], band: tuple[float, float]) -> dict[str, Any]:
