@@ -469,6 +469,15 @@ class Handlers:
                 self._load(session, key, [(p.name, p) for p in mine])
             return self._render_all(session, how, notes)
 
+    def settings_changed(self, uploads, model_label, render_size, saturation, request: "gr.Request"):
+        """A new saturation, render size or model: re-render what is there (cached chroma
+        where it can), and nothing at all before a photo is."""
+        import gradio as gr
+
+        if not self.state.session(request).photos:
+            return [gr.skip()] * (4 + self.config.max_images)
+        return self.colorize(uploads, model_label, render_size, saturation, request)
+
     def pick_sample(self, model_label, render_size, saturation, evt: "gr.SelectData", request: "gr.Request"):
         session = self.state.session(request)
         with session.lock:
@@ -661,7 +670,7 @@ def _editor(config: WebConfig) -> dict:
 
     c = {}
     c["editor"] = gr.Image(label="Result: click on it to put a color point there", type="filepath",
-                           interactive=False, elem_id="editor", buttons=["fullscreen"], height=560)
+                           interactive=False, elem_id="editor", buttons=["fullscreen"])
     with gr.Row():
         c["color"] = gr.ColorPicker(DEFAULT_POINT_COLOR, label="Point color", elem_id="point-color", scale=1)
         c["undo"] = gr.Button("Undo point", elem_id="undo", scale=1)
@@ -699,7 +708,8 @@ def _wire(handlers: Handlers, c: dict, config: WebConfig) -> None:
                         concurrency_limit=config.workers).then(None, js=SCROLL_TO_RESULT)
     for control in (c["saturation"], c["render_size"], c["model"]):  # cached chroma: a re-merge where it can
         event = c["saturation"].release if control is c["saturation"] else control.input
-        event(handlers.colorize, [c["uploads"], *settings], results, api_name=False, concurrency_limit=config.workers)
+        event(handlers.settings_changed, [c["uploads"], *settings], results, api_name=False,
+              concurrency_limit=config.workers)
     c["editor"].select(handlers.click, [c["color"], *settings], edited, api_name="add_point",
                        concurrency_limit=config.workers).then(**suggest).then(**refresh)
     c["undo"].click(handlers.undo, settings, edited, api_name=False).then(**refresh)
