@@ -631,6 +631,7 @@ def reference_pixels(path: Path, max_pixels: int):
 
 CSS = """
 #editor img { cursor: crosshair; }
+#swatch-style { display: none; }  /* holds only a <style> for the swatches' colors */
 .swatch-button { min-width: 2.5em !important; max-width: 3.5em; height: 2.2em; border: 2px solid #fff !important;
                  box-shadow: 0 0 0 1px #444; }
 ol.points { margin: 0; padding-left: 1.2em; }
