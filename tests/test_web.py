@@ -305,6 +305,7 @@ def test_browser_colorizes_a_photo_and_downloads_it_full_size(server, browser, t
     assert status == 200
     started = time.monotonic()
     _upload_and_colorize(browser, server, [photo])
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#previews img")) == 1, 30)  # a thumbnail
     slider = _wait(browser, lambda d: d.find_element(By.ID, "slider-0"))
     _wait(browser, lambda d: all(
         img.get_attribute("complete") == "true" and int(img.get_attribute("naturalWidth")) > 0

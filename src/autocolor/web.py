@@ -200,15 +200,31 @@ def colorize_files(
     return colorize_photos(colorizer, photos, {}, how, out_dir, ChromaCache(), FairGate(), max_request_pixels)
 
 
-def open_photos(files: list[tuple[str, Path]], max_pixels: int) -> list[Photo | Outcome]:
-    """Each file decoded, or the :class:`Outcome` saying why not."""
+def open_photos(files: list[tuple[str, Path]], max_pixels: int,
+                max_request_pixels: int | None = None) -> list[Photo | Outcome]:
+    """Each file decoded, or the :class:`Outcome` saying why not; past
+    ``max_request_pixels`` in all (judged from the headers) nothing more is decoded."""
     opened: list[Photo | Outcome] = []
+    budget = max_request_pixels
     for name, path in files:
+        size = header_size(path)
+        if budget is not None and size is not None and size[0] * size[1] > budget:
+            opened.append(Outcome(name, error=over_budget(name, max_request_pixels)))
+            continue
         try:
-            opened.append(open_photo(name, path, max_pixels))
+            photo = open_photo(name, path, max_pixels)
         except ImageError as exc:
             opened.append(Outcome(name, error=str(exc)))
+            continue
+        opened.append(photo)
+        if budget is not None:
+            budget -= photo.pixels.gray.size
     return opened
+
+
+def over_budget(name: str, max_request_pixels: int | None) -> str:
+    return (f"{display_name(name)}: not colorized; this request already reached the "
+            f"{(max_request_pixels or 0) / 1e6:g} MP the demo colorizes at once. Send it again on its own.")
 
 
 def colorize_photos(colorizer: Colorizer, photos: list[Photo | Outcome], edits: dict[str, Edit], how: Render,
@@ -223,19 +239,13 @@ def colorize_photos(colorizer: Colorizer, photos: list[Photo | Outcome], edits: 
             outcomes.append(photo)
             continue
         if photo.pixels.gray.size > budget:
-            outcomes.append(Outcome(photo.name, error=(
-                f"{display_name(photo.name)}: not colorized; this request already reached the "
-                f"{budget_mp(max_request_pixels)} MP the demo colorizes at once. Send it again on its own.")))
+            outcomes.append(Outcome(photo.name, error=over_budget(photo.name, max_request_pixels)))
             continue
         budget -= photo.pixels.gray.size
         outcome = render_outcome(colorizer, photo, edits.get(photo.key), how, out_dir / f"{index:02d}", cache, gate)
         outcome.notes = photo.notes
         outcomes.append(outcome)
     return outcomes
-
-
-def budget_mp(pixels: int | None) -> str:
-    return f"{(pixels or 0) / 1e6:g}"
 
 
 def render_outcome(colorizer: Colorizer, photo: Photo, edit: Edit | None, how: Render, folder: Path,
@@ -269,6 +279,10 @@ def zip_results(paths: list[Path], target: Path) -> Path:
             names.add(name)
             archive.write(path, name)
     return target
+
+
+def _problems(refused: list[Outcome], notes: list[str]) -> str:
+    return "\n".join(f"- {m}" for m in [o.error for o in refused] + notes)
 
 
 def status_text(outcomes: list[Outcome], notes: list[str]) -> str:
@@ -401,7 +415,7 @@ class Handlers:
         sources = [path for _, path in files]
         if sources == session.sources:
             return
-        opened = open_photos(files, self.config.max_pixels)
+        opened = open_photos(files, self.config.max_pixels, self.config.max_request_pixels)
         for photo in session.photos:
             self.state.cache.drop(photo.key)
         session.sources = sources
@@ -469,6 +483,25 @@ class Handlers:
                 self._load(session, key, [(p.name, p) for p in mine])
             return self._render_all(session, how, notes)
 
+    def preview_uploads(self, uploads, request: "gr.Request"):
+        """Thumbnails of the uploads as soon as they arrive (decoded once, kept for the edits)."""
+        import gradio as gr
+
+        session, key = self.state.session(request), request.session_hash or ""
+        with session.lock:
+            paths = [Path(p) for p in (uploads or [])][: self.config.max_images]
+            self._load(session, key, [(p.name, p) for p in self.state.claim(key, paths)])
+            if not session.photos:
+                return gr.Gallery(value=None, visible=False), _problems(session.refused, [])
+            folder, thumbs = session.next_preview(), []
+            for i, photo in enumerate(session.photos):
+                thumb = gray_image(photo)
+                thumb.thumbnail((320, 320))
+                thumb.save(folder / f"{i:02d}-{Path(photo.name).stem or 'image'}.jpg", quality=85)
+                thumbs.append((str(folder / f"{i:02d}-{Path(photo.name).stem or 'image'}.jpg"), photo.name))
+            notes = [n for p in session.photos for n in p.notes]
+            return gr.Gallery(value=thumbs, visible=True), _problems(session.refused, notes)
+
     def settings_changed(self, uploads, model_label, render_size, saturation, request: "gr.Request"):
         """A new saturation, render size or model: re-render what is there (cached chroma
         where it can), and nothing at all before a photo is."""
@@ -479,12 +512,14 @@ class Handlers:
         return self.colorize(uploads, model_label, render_size, saturation, request)
 
     def pick_sample(self, model_label, render_size, saturation, evt: "gr.SelectData", request: "gr.Request"):
+        import gradio as gr
+
         session = self.state.session(request)
         with session.lock:
             how = self._how(session, model_label, render_size, saturation)
             sample = self.samples[int(evt.index)]
             self._load(session, request.session_hash or "", [(sample.name, sample)])
-            return [None, *self._render_all(session, how, [])]
+            return [None, gr.Gallery(value=None, visible=False), *self._render_all(session, how, [])]
 
     def select_photo(self, model_label, render_size, saturation, evt: "gr.SelectData", request: "gr.Request"):
         session = self.state.session(request)
@@ -651,6 +686,8 @@ def _controls(config: WebConfig) -> dict:
     labels = list(config.models)
     c = {}
     c["uploads"] = gr.File(label="Photos", file_count="multiple", file_types=["image"], elem_id="uploads")
+    c["previews"] = gr.Gallery(label="Your photos: click one to edit it", columns=4, height=170, fit_columns=False,
+                               object_fit="cover", allow_preview=False, visible=False, elem_id="previews", buttons=[])
     c["samples"] = gr.Gallery([(str(p), p.stem) for p in config.samples], label="…or click a sample",
                               columns=3, rows=2, height=250, object_fit="cover", allow_preview=False, visible=bool(config.samples),
                               elem_id="samples", buttons=[])
@@ -705,7 +742,9 @@ def _wire(handlers: Handlers, c: dict, config: WebConfig) -> None:
                    outputs=[*c["swatches"], c["swatch_style"]])
     c["button"].click(handlers.colorize, [c["uploads"], *settings], results, api_name="colorize",
                       concurrency_limit=config.workers).then(None, js=SCROLL_TO_RESULT)
-    c["samples"].select(handlers.pick_sample, settings, [c["uploads"], *results], api_name=False,
+    c["uploads"].upload(handlers.preview_uploads, c["uploads"], [c["previews"], c["status"]], api_name=False)
+    c["previews"].select(handlers.select_photo, settings, [c["editor"], c["points"]], api_name=False)
+    c["samples"].select(handlers.pick_sample, settings, [c["uploads"], c["previews"], *results], api_name=False,
                         concurrency_limit=config.workers).then(None, js=SCROLL_TO_RESULT)
     for control in (c["saturation"], c["render_size"], c["model"]):  # cached chroma: a re-merge where it can
         event = c["saturation"].release if control is c["saturation"] else control.input
