@@ -64,7 +64,14 @@ def measure(photo_path: Path, render_size: int, repeat: int, root: Path) -> dict
 
     from autocolor.inference import Colorizer
     from autocolor.models import create_model
-    from autocolor.webedit import ChromaCache, Edit, chroma_for, open_photo, preview_image, save_full
+    from autocolor.webedit import (
+        ChromaCache,
+        Edit,
+        chroma_for,
+        open_photo,
+        preview_image,
+        save_full,
+    )
 
     torch.manual_seed(0)
     colorizer = Colorizer(create_model("chroma-unet", width=48, guided=True).eval())
@@ -100,12 +107,12 @@ def measure(photo_path: Path, render_size: int, repeat: int, root: Path) -> dict
 
 def table(rows: list[dict], render_size: int, threads: int, repeat: int) -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    lines = [f"Web demo edits at render size {render_size}: {threads} torch threads on {os.cpu_count()} cores "
-             f"(load average {load:.1f} when it finished), Python {platform.python_version()}; "
-             f"Wall time: median (fastest) of {repeat} runs after a warm-up; CPU: median CPU time "
-             "of this process (all threads), which is what an idle machine needs at most.", "",
-             "| photo | plain colorize | edit: new point | edit: saturation | point / plain (CPU) | "
-             "full-res download file |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [(f"Web demo edits at render size {render_size}: {threads} torch threads on {os.cpu_count()} cores "
+              f"(load average {load:.1f} when it finished), Python {platform.python_version()}. "
+              f"Wall time: median (fastest) of {repeat} runs after a warm-up; CPU: median CPU time "
+              "of this process (all threads), the compute itself, without waiting for other processes."), "",
+             ("| photo | plain colorize | edit: new point | edit: saturation | point / plain (CPU) | "
+              "full-res download file |"), "|---|---:|---:|---:|---:|---:|"]
 
     def ms(t: tuple[float, float, float]) -> str:
         return f"{t[0] * 1000:.0f} ({t[1] * 1000:.0f}) ms, CPU {t[2] * 1000:.0f} ms"

@@ -124,9 +124,9 @@ def screenshot(url: str, photo: Path, render_size: int, window: str, model: str,
             wait = WebDriverWait(driver, 180, poll_frequency=0.25)
             driver.get(url)
             for elem_id, label in (("model", model), ("render-size", str(render_size))):
-                wait.until(lambda d: d.find_element(By.CSS_SELECTOR, f"#{elem_id} input")).click()
-                wait.until(lambda d: d.find_element(
-                    By.CSS_SELECTOR, f'#{elem_id} li[role=option][aria-label="{label}"]')).click()
+                wait.until(lambda d, e=elem_id: d.find_element(By.CSS_SELECTOR, f"#{e} input")).click()
+                wait.until(lambda d, e=elem_id, v=label: d.find_element(
+                    By.CSS_SELECTOR, f'#{e} li[role=option][aria-label="{v}"]')).click()
             wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#uploads input[type=file]")).send_keys(str(photo))
             wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'#uploads [aria-label="{photo.name}"]'))
             driver.find_element(By.ID, "colorize").click()
@@ -141,7 +141,7 @@ def screenshot(url: str, photo: Path, render_size: int, window: str, model: str,
                 dx = (float(fx) - 0.5) * box[0]
                 dy = (float(fy) - 0.5) * box[1]
                 ActionChains(driver).move_to_element_with_offset(editor, int(dx), int(dy)).click().perform()
-                wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#points li")) == n)
+                wait.until(lambda d, n=n: len(d.find_elements(By.CSS_SELECTOR, "#points li")) == n)
             time.sleep(2.0)  # the last render and the downloads
             driver.execute_script("document.activeElement && document.activeElement.blur();"
                                   "document.getElementById('editor').scrollIntoView({block: 'start'});"

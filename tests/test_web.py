@@ -22,9 +22,9 @@ import pytest
 import torch
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
+from webserver import REPO, Server, constant_color_model, running_server
 
 from autocolor.metrics import colorfulness
-from webserver import REPO, Server, constant_color_model, running_server
 
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -113,7 +113,7 @@ def test_a_color_upload_is_said_to_be_converted_and_the_download_keeps_its_forma
 
 
 def test_a_saturation_change_remerges_cached_chroma_without_the_model(tmp_path, monkeypatch):
-    import autocolor.webedit as webedit
+    from autocolor import webedit
     from autocolor.inference import Colorizer
     from autocolor.web import Render, colorize_photos, open_photos
     from autocolor.webguard import FairGate
@@ -140,7 +140,13 @@ def test_a_point_colors_its_region_towards_the_chosen_color(tmp_path):
     path (chroma, then a merge at preview size) shows it."""
     from autocolor.color import rgb_to_lab
     from autocolor.inference import Colorizer
-    from autocolor.webedit import ChromaCache, Edit, chroma_for, open_photo, preview_image
+    from autocolor.webedit import (
+        ChromaCache,
+        Edit,
+        chroma_for,
+        open_photo,
+        preview_image,
+    )
 
     path = tmp_path / "two.png"
     gray = np.full((96, 128), 200, np.uint8)
@@ -154,6 +160,37 @@ def test_a_point_colors_its_region_towards_the_chosen_color(tmp_path):
     lab = rgb_to_lab(torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255)  # (3, H, W)
     assert lab[2, 60:90, 5:50].mean() < -15, "the clicked region should turn blue (b* well below 0)"
     assert chroma_for(model, photo, 128, edit, cache) is chroma_for(model, photo, 128, edit, cache)
+
+
+def test_painted_strokes_color_their_region(tmp_path):
+    """A stroke painted on the editor's canvas (here at half the photo's size) is the
+    photo's scribble at full size: the painted region takes the stroke's color."""
+    from autocolor.color import rgb_to_lab
+    from autocolor.inference import Colorizer
+    from autocolor.webedit import (
+        ChromaCache,
+        Edit,
+        chroma_for,
+        open_photo,
+        preview_image,
+        scribble_from_layer,
+    )
+
+    path = tmp_path / "two.png"
+    gray = np.full((96, 128), 200, np.uint8)
+    gray[:, 64:] = 60
+    Image.fromarray(gray, "L").save(path)
+    photo = open_photo("two.png", path, MAX_PIXELS)
+    layer = np.zeros((48, 64, 4), np.uint8)
+    assert scribble_from_layer(layer, photo) == (None, None), "nothing painted"
+    layer[10:40, 5:25] = (200, 60, 40, 255)  # a red stroke on the left region
+    edit = Edit()
+    edit.scribble, edit.scribble_key = scribble_from_layer(layer, photo)
+    assert edit.scribble.shape == (96, 128, 4)
+    image = np.asarray(preview_image(photo, chroma_for(Colorizer.load("levin").model, photo, 128, edit,
+                                                       ChromaCache()), 1.0))
+    lab = rgb_to_lab(torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255)  # (3, H, W)
+    assert lab[1, 20:80, 5:55].mean() > 15, "the painted region should turn red (a* well above 0)"
 
 
 def test_app_queue_is_bounded(tmp_path, monkeypatch):
@@ -294,7 +331,6 @@ def test_browser_colorizes_a_photo_and_downloads_it_full_size(server, browser, t
     """Also item 13 of the hardening issue: another visitor who uploaded the very same
     bytes keeps the upload when this visitor closes the tab."""
     from selenium.webdriver.common.by import By
-
     from webserver import upload
 
     photo = tmp_path / f"visitor-photo{test_photo(tmp_path).suffix}"  # not a sample's name: samples stay cached

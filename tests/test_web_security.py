@@ -16,7 +16,6 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-
 from webserver import Server, call, file_data, running_server, start_server, upload
 
 MAX_PIXELS = 2_000_000

@@ -9,7 +9,13 @@ import threading
 import time
 
 from autocolor.webedit import display_name
-from autocolor.webguard import FairGate, UploadQuota, UploadStore, make_workdir, remove_leftovers
+from autocolor.webguard import (
+    FairGate,
+    UploadQuota,
+    UploadStore,
+    make_workdir,
+    remove_leftovers,
+)
 
 
 class Clock:

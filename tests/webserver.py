@@ -15,8 +15,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 

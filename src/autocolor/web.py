@@ -39,8 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PIL import Image
-
 from autocolor.checkpoint import WEIGHTS_NAME
 from autocolor.imageio import ImageError
 from autocolor.inference import Colorizer, default_model_dir
@@ -57,8 +55,15 @@ from autocolor.webedit import (
     points_html,
     preview_image,
     save_full,
+    scribble_from_layer,
 )
-from autocolor.webguard import FairGate, UploadQuota, UploadStore, make_workdir, remove_leftovers
+from autocolor.webguard import (
+    FairGate,
+    UploadQuota,
+    UploadStore,
+    make_workdir,
+    remove_leftovers,
+)
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -464,7 +469,18 @@ class Handlers:
             gr.Warning(message)
         editor, points = self._editor(session, how)
         downloads, sliders = self._results(session)
-        return [status_text(outcomes, notes), downloads, editor, points, *sliders]
+        return [status_text(outcomes, notes), downloads, editor, points, self._canvas(session), *sliders]
+
+    def _canvas(self, session: Session):
+        """The stroke painter, blank over the current photo's gray preview."""
+        import gradio as gr
+
+        photo = session.photo
+        if photo is None:
+            return gr.ImageEditor(value=None)
+        path = session.next_preview() / f"{Path(photo.name).stem or 'image'}-gray.png"
+        gray_image(photo).save(path)
+        return gr.ImageEditor(value={"background": str(path), "layers": [], "composite": str(path)})
 
     # -- events
 
@@ -508,7 +524,7 @@ class Handlers:
         import gradio as gr
 
         if not self.state.session(request).photos:
-            return [gr.skip()] * (4 + self.config.max_images)
+            return [gr.skip()] * (5 + self.config.max_images)
         return self.colorize(uploads, model_label, render_size, saturation, request)
 
     def pick_sample(self, model_label, render_size, saturation, evt: "gr.SelectData", request: "gr.Request"):
@@ -526,7 +542,8 @@ class Handlers:
         with session.lock:
             if 0 <= int(evt.index) < len(session.photos):
                 session.current = int(evt.index)
-            return self._editor(session, self._how(session, model_label, render_size, saturation))
+            return (*self._editor(session, self._how(session, model_label, render_size, saturation)),
+                    self._canvas(session))
 
     def _edited(self, session: Session, how: Render, change) -> tuple:
         """Apply ``change(edit)``, render; a change the model cannot take is undone and explained."""
@@ -536,12 +553,12 @@ class Handlers:
             gr.Warning("Upload a photo or click a sample first.")
             return None, points_html([]), "Upload a photo or click a sample first."
         edit = session.edit()
-        saved = (list(edit.points), edit.reference, edit.reference_key)
+        saved = (list(edit.points), edit.reference, edit.reference_key, edit.scribble, edit.scribble_key)
         change(edit)
         try:
             return (*self._editor(session, how), gr.skip())
         except ValueError as exc:
-            edit.points, edit.reference, edit.reference_key = saved
+            edit.points, edit.reference, edit.reference_key, edit.scribble, edit.scribble_key = saved
             message = f"{display_name(session.photo.name)}: {str(exc).splitlines()[0]}"
             gr.Warning(message)
             return (*self._editor(session, how), message)
@@ -568,7 +585,7 @@ class Handlers:
         return (color, *self.recolor(color, model_label, render_size, saturation, request))
 
     def reference(self, path, model_label, render_size, saturation, request: "gr.Request"):
-        session, key = self.state.session(request), request.session_hash or ""
+        key = request.session_hash or ""
         mine = self.state.claim(key, [Path(path)]) if path else []
         if path and not mine:
             return None, points_html([]), "The reference photo is no longer on the server; upload it again."
@@ -582,6 +599,21 @@ class Handlers:
             edit.reference, edit.reference_key = rgb, (str(mine[0]) if mine else None)
 
         return self._simple_edit(request, model_label, render_size, saturation, use)
+
+    def strokes(self, painted, model_label, render_size, saturation, request: "gr.Request"):
+        """The painted layer becomes the photo's scribble (its colors spread like points)."""
+        session = self.state.session(request)
+        with session.lock:
+            layers = (painted or {}).get("layers") or []
+            layer = layers[0] if layers else None
+            if session.photo is None:
+                return self._edited(session, self._how(session, model_label, render_size, saturation), lambda e: None)
+            scribble, key = scribble_from_layer(layer, session.photo)
+
+            def use(edit: Edit) -> None:
+                edit.scribble, edit.scribble_key = scribble, key
+
+            return self._edited(session, self._how(session, model_label, render_size, saturation), use)
 
     def _simple_edit(self, request, model_label, render_size, saturation, change):
         session = self.state.session(request)
@@ -720,6 +752,12 @@ def _editor(config: WebConfig) -> dict:
     c["points"] = gr.HTML(points_html([]), elem_id="points")
     with gr.Accordion("Reference photo: colors like this one", open=False):
         c["reference"] = gr.Image(type="filepath", label="Reference photo", sources=["upload"], elem_id="reference")
+    with gr.Accordion("Paint strokes: colors for whole areas", open=False):
+        c["scribble"] = gr.ImageEditor(type="numpy", label="Paint on the photo, then apply", sources=[],
+                                       transforms=(), layers=False, elem_id="scribble",
+                                       brush=gr.Brush(colors=["#6d9ed8", "#6f8f3a", "#c8a27c", "#8a7560", "#b03030"],
+                                                      color_mode="defaults"))
+        c["apply"] = gr.Button("Apply strokes", elem_id="apply-strokes")
     with gr.Accordion("Compare render sizes", open=False):
         c["compare"] = gr.Button(f"Show this photo at render sizes {', '.join(map(str, COMPARED_SIZES))}",
                                  elem_id="compare")
@@ -735,15 +773,15 @@ def _editor(config: WebConfig) -> dict:
 def _wire(handlers: Handlers, c: dict, config: WebConfig) -> None:
     """Events: what each control runs, and with which inputs and outputs."""
     settings = [c["model"], c["render_size"], c["saturation"]]
-    results = [c["status"], c["downloads"], c["editor"], c["points"], *c["sliders"]]
+    results = [c["status"], c["downloads"], c["editor"], c["points"], c["scribble"], *c["sliders"]]
     edited = [c["editor"], c["points"], c["status"]]
-    refresh = dict(fn=handlers.refresh, inputs=settings, outputs=[c["downloads"], *c["sliders"]])
-    suggest = dict(fn=handlers.suggest, inputs=[c["model"], c["render_size"]],
-                   outputs=[*c["swatches"], c["swatch_style"]])
+    refresh = {"fn": handlers.refresh, "inputs": settings, "outputs": [c["downloads"], *c["sliders"]]}
+    suggest = {"fn": handlers.suggest, "inputs": [c["model"], c["render_size"]],
+               "outputs": [*c["swatches"], c["swatch_style"]]}
     c["button"].click(handlers.colorize, [c["uploads"], *settings], results, api_name="colorize",
                       concurrency_limit=config.workers).then(None, js=SCROLL_TO_RESULT)
     c["uploads"].upload(handlers.preview_uploads, c["uploads"], [c["previews"], c["status"]], api_name=False)
-    c["previews"].select(handlers.select_photo, settings, [c["editor"], c["points"]], api_name=False)
+    c["previews"].select(handlers.select_photo, settings, [c["editor"], c["points"], c["scribble"]], api_name=False)
     c["samples"].select(handlers.pick_sample, settings, [c["uploads"], c["previews"], *results], api_name=False,
                         concurrency_limit=config.workers).then(None, js=SCROLL_TO_RESULT)
     for control in (c["saturation"], c["render_size"], c["model"]):  # cached chroma: a re-merge where it can
@@ -758,6 +796,7 @@ def _wire(handlers: Handlers, c: dict, config: WebConfig) -> None:
     for swatch in c["swatches"]:
         swatch.click(handlers.swatch, [swatch, *settings], [c["color"], *edited], api_name=False).then(**refresh)
     c["reference"].change(handlers.reference, [c["reference"], *settings], edited, api_name=False).then(**refresh)
+    c["apply"].click(handlers.strokes, [c["scribble"], *settings], edited, api_name=False).then(**refresh)
     c["compare"].click(handlers.compare, [c["model"], c["saturation"]], c["strip"], api_name=False)
 
 
@@ -798,7 +837,11 @@ def add_upload_route(app, demo: "gr.Blocks", state: WebState, max_file_size: int
     most ``max_images`` files, within the visitor's quota, each in a folder of its own."""
     import fastapi
     from fastapi.responses import JSONResponse, PlainTextResponse
-    from gradio.route_utils import GradioMultiPartParser, GradioUploadFile, MultiPartException
+    from gradio.route_utils import (
+        GradioMultiPartParser,
+        GradioUploadFile,
+        MultiPartException,
+    )
     from gradio.routes import file_upload_statuses
     from gradio_client.utils import strip_invalid_filename_characters
 

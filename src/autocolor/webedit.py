@@ -12,14 +12,15 @@ file is written for download only when asked.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from contextlib import nullcontext
-from typing import Callable, ContextManager
 
 import numpy as np
 import torch
@@ -108,7 +109,7 @@ def header_size(path: Path) -> tuple[int, int] | None:
     try:
         with Image.open(path) as im:
             return im.size
-    except Exception:  # anything unreadable is reported by read_image, in its own words
+    except Exception:  # noqa: BLE001 -- anything unreadable is reported by read_image, in its own words
         return None
 
 
@@ -227,7 +228,7 @@ class ChromaCache:
 
 
 def chroma_for(model, photo: Photo, render_size: int, edit: Edit | None, cache: ChromaCache,
-               model_label: str = "model", turn: Callable[[], ContextManager] = nullcontext) -> torch.Tensor:
+               model_label: str = "model", turn: Callable[[], AbstractContextManager] = nullcontext) -> torch.Tensor:
     """The photo's ab under ``edit`` at ``render_size``, from the cache or, inside
     ``turn()`` (a fair share of the server), the model."""
     edit = edit or Edit()
@@ -284,6 +285,16 @@ def save_full(photo: Photo, ab: torch.Tensor, saturation: float, folder: Path) -
         path = path.with_suffix(".png")
         save_image(join_alpha(rgb, photo.pixels.alpha), path, "png")
     return path
+
+
+def scribble_from_layer(layer: np.ndarray | None, photo: Photo) -> tuple[np.ndarray | None, str | None]:
+    """A painted layer (RGBA at any size of the photo's aspect, e.g. the editor's canvas)
+    as the photo's scribble at full size, with a key for the chroma cache; (None, None)
+    when nothing is painted."""
+    if layer is None or layer.ndim != 3 or layer.shape[2] != 4 or not (layer[..., 3] > 127).any():
+        return None, None
+    full = Image.fromarray(np.ascontiguousarray(layer.astype(np.uint8)), "RGBA").resize(photo.size, Image.NEAREST)
+    return np.asarray(full), hashlib.sha1(layer.tobytes()).hexdigest()
 
 
 def points_html(points: list[ColorPoint]) -> str:

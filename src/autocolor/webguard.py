@@ -21,10 +21,10 @@ import threading
 import time
 import uuid
 from collections import defaultdict, deque
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 WORKDIR_PREFIX = "autocolor-web-"
 OWNER_FILE = "owner.pid"
