@@ -193,6 +193,58 @@ def test_painted_strokes_color_their_region(tmp_path):
     assert lab[1, 20:80, 5:55].mean() > 15, "the painted region should turn red (a* well above 0)"
 
 
+class FakeRequest:
+    """What the handlers read of a gr.Request."""
+
+    def __init__(self, session: str, host: str = "127.0.0.1") -> None:
+        self.session_hash = session
+        self.client = type("Client", (), {"host": host})()
+
+
+class FakeSelect:
+    def __init__(self, index) -> None:
+        self.index = index
+
+
+def test_handlers_edit_suggest_compare_and_remerge_without_a_server(tmp_path, monkeypatch):
+    """The page's handlers as plain calls: colorize an upload, click a point, get
+    swatches, compare render sizes; a saturation change runs no model."""
+    import autocolor.webedit as webedit
+    from autocolor.checkpoint import save_model
+    from autocolor.models import create_model
+    from autocolor.web import COMPARED_SIZES, SWATCHES, Handlers, WebConfig, WebState
+
+    torch.manual_seed(0)
+    model = create_model("chroma-unet", width=16, guided=True)
+    with torch.no_grad():
+        model.spread_in.weight.normal_(0, 2.0)
+    save_model(model, tmp_path / "guided")
+    config = WebConfig(models={"guided": str(tmp_path / "guided")}, samples=[], max_pixels=MAX_PIXELS)
+    handlers = Handlers(WebState(config, tmp_path / "work"))
+    upload = handlers.state.uploads.new_path("photo.png")
+    Image.open(test_photo(tmp_path)).save(upload)
+    request = FakeRequest("s1")
+    status, downloads, editor, points, *_ = handlers.colorize([str(upload)], "guided", 128, 1.0, request)
+    assert "Colorized 1 of 1" in status and downloads[0].endswith("photo-color.png") and Path(editor).is_file()
+    editor2, points, _ = handlers.click("#3060e0", "guided", 128, 1.0, FakeSelect([30, 40]), request)
+    assert editor2 != editor and "#3060e0" in points
+    *buttons, style = handlers.suggest("guided", 128, request)
+    shown = [b for b in buttons if b.visible]
+    assert len(shown) == SWATCHES and all(re.fullmatch(r"#[0-9a-f]{6}", b.value) for b in shown)
+    assert shown[0].value in style
+    strip = handlers.compare("guided", 1.0, request)
+    assert [caption for _, caption in strip] == [f"render size {s}" for s in COMPARED_SIZES]
+    calls = []
+    real = webedit.predict_chroma
+    monkeypatch.setattr(webedit, "predict_chroma", lambda *a, **k: calls.append(1) or real(*a, **k))
+    handlers.settings_changed([str(upload)], "guided", 128, 0.4, request)
+    assert not calls, "a saturation change should re-merge cached chroma"
+    handlers.undo("guided", 128, 1.0, request)
+    assert not calls, "undo goes back to a cached state"
+    handlers.end(request)
+    assert not upload.exists()
+
+
 def test_app_queue_is_bounded(tmp_path, monkeypatch):
     from autocolor.web import WebConfig, build_app
 
