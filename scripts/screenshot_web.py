@@ -135,6 +135,7 @@ def screenshot(url: str, photo: Path, render_size: int, window: str, model: str,
                 fx, fy, color = point.split(":")
                 set_point_color(driver, wait, color)
                 editor = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#editor img"))
+                driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", editor)
                 box = driver.execute_script(  # the drawn image inside the element (object-fit: contain)
                     "const i = arguments[0], s = Math.min(i.clientWidth / i.naturalWidth, i.clientHeight / i.naturalHeight);"
                     "return [i.naturalWidth * s, i.naturalHeight * s, i.clientWidth, i.clientHeight];", editor)
