@@ -92,6 +92,26 @@ def test_fair_gate_serves_the_visitor_who_used_least_first():
     assert order[:2] == ["big", "small"], order
 
 
+def test_fair_gate_refuses_a_visitor_past_its_share_until_the_window_passes():
+    from autocolor.webguard import VisitorLimit
+
+    clock = Clock()
+    gate = FairGate(slots=1, window_s=60, clock=clock, max_pixels=10_000_000)
+    for _ in range(2):
+        with gate.turn("a", 4_000_000):
+            pass
+    try:
+        with gate.turn("a", 4_000_000):
+            raise AssertionError("should have been refused")
+    except VisitorLimit as exc:
+        assert "please wait a minute" in str(exc)
+    with gate.turn("b", 4_000_000):  # another visitor has a share of its own
+        pass
+    clock.now += 61
+    with gate.turn("a", 4_000_000):
+        pass
+
+
 def test_leftovers_of_a_dead_server_are_removed_and_a_live_ones_kept(tmp_path):
     live = make_workdir(tmp_path)  # this process: alive
     dead_owner = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],

@@ -122,6 +122,7 @@ class WebConfig:
     max_images: int = 8  # per request (files per upload, too); one slider each
     concurrency: int = 1  # images colorized at once (the fair gate's slots)
     workers: int = 4  # requests in progress at once; beyond the slots they wait their turn at the gate
+    visitor_pixels_per_minute: int = 400_000_000  # what one visitor may have colorized per minute
     queue_size: int = 20  # requests waiting beyond those; more are turned away
     upload_files: int = 100  # per visitor (client address) and window ...
     upload_mb: int = 300  # ... and bytes
@@ -352,7 +353,7 @@ class WebState:
         self.config, self.workdir = config, workdir
         self.models = ModelCache(config.models, config.device)
         self.cache = ChromaCache()
-        self.gate = FairGate(config.concurrency)
+        self.gate = FairGate(config.concurrency, max_pixels=config.visitor_pixels_per_minute)
         self.uploads = UploadStore(workdir / "uploads", config.unclaimed_s)
         self.quota = UploadQuota(config.upload_files, config.upload_mb * 2**20, config.upload_window_s)
         self._sessions: dict[str, Session] = {}

@@ -127,14 +127,21 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+class VisitorLimit(ValueError):
+    """A visitor asked for more work than one visitor may have per window (a message for them)."""
+
+
 class FairGate:
     """At most ``slots`` images colorized at once; among waiting visitors the
     one with the fewest pixels colorized in the last ``window_s`` goes first
-    (ties: who came first)."""
+    (ties: who came first). A visitor past ``max_pixels`` in the window is
+    refused with :class:`VisitorLimit` until it has passed."""
 
-    def __init__(self, slots: int = 1, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, slots: int = 1, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 max_pixels: int | None = None) -> None:
         assert slots >= 1
         self.slots = slots
+        self.max_pixels = max_pixels
         self.window_s = window_s
         self.clock = clock
         self._busy = 0
@@ -156,6 +163,9 @@ class FairGate:
     def turn(self, visitor: str, pixels: int) -> Iterator[None]:
         """Wait for this visitor's turn, then hold a slot for one image of ``pixels``."""
         with self._cond:
+            if self.max_pixels is not None and self.used(visitor) + pixels > self.max_pixels:
+                raise VisitorLimit(f"you have colorized {self.used(visitor) / 1e6:.0f} MP in the last "
+                                   f"{self.window_s:g} s, the most one visitor may; please wait a minute")
             self._tickets += 1
             me = (visitor, self._tickets)
             self._waiting.append(me)
