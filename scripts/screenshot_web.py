@@ -2,14 +2,16 @@
 """Take the README's screenshot of the web demo: docs/web-demo.png.
 
 Starts ``autocolor serve`` on a free loopback port, uploads a sample photo in
-headless Chromium (scripts/install-browser.sh installs it), waits for the
-before/after slider and saves the page, squeezed under the size limit.
+headless Chromium (scripts/install-browser.sh installs it), colorizes it,
+drops a few color points (``--points``: x and y as fractions of the photo,
+and a color) and saves the page, squeezed under the size limit.
 
-    python scripts/screenshot_web.py                      # default weights
-    python scripts/screenshot_web.py --model runs/x/checkpoints/step-000005000
+    python scripts/screenshot_web.py                      # default weights, if they take hints
+    python scripts/screenshot_web.py --model levin        # Levin et al.'s optimization
+    python scripts/screenshot_web.py --window 390,1400 --out test-artifacts/web-demo-phone.png
 
-Without default weights and without --model it uses an untrained model, so
-the colors are meaningless: re-run it once trained weights are installed.
+Without hint-aware default weights and without --model it uses ``levin``
+(colors only where points are): re-run it once the hint-aware default is installed.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=REPO / "docs" / "web-demo.png", help="where the PNG goes")
     p.add_argument("--window", default="1280,1000", help="browser window size WIDTH,HEIGHT")
     p.add_argument("--max-kb", type=int, default=400, help="largest PNG written, in KB")
+    p.add_argument("--points", nargs="*", default=["0.55:0.12:#6d9ed8", "0.3:0.85:#6f8f3a", "0.75:0.45:#8a7560"],
+                   help="color points X:Y:#rrggbb, X and Y as fractions of the photo's width and height")
     return p.parse_args()
 
 
@@ -51,13 +55,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def untrained_model(folder: Path) -> Path:
-    from autocolor.checkpoint import save_model
-    from autocolor.models import create_model
+def guided_default() -> bool:
+    """The installed default weights take color hints."""
+    import json
 
-    print("warning: no default weights and no --model: using an UNTRAINED model", file=sys.stderr)
-    save_model(create_model("chroma-unet", width=48), folder)
-    return folder
+    from autocolor.inference import default_model_dir
+
+    config = default_model_dir() / "config.json"
+    return config.is_file() and bool(json.loads(config.read_text()).get("kwargs", {}).get("guided"))
 
 
 def wait_for_server(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -88,9 +93,21 @@ def squeeze_png(png: bytes, max_bytes: int) -> bytes:
     raise SystemExit(f"error: cannot fit the screenshot in {max_bytes // 1024} KB; try a smaller --window")
 
 
-def screenshot(url: str, photo: Path, render_size: int, window: str) -> bytes:
+def set_point_color(driver, wait, color: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver.find_element(By.CSS_SELECTOR, "#point-color button.dialog-button").click()
+    field = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#point-color .color-picker input[type=text]"))
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(color, Keys.ENTER)
+    driver.find_element(By.TAG_NAME, "h1").click()  # close the dialog
+
+
+def screenshot(url: str, photo: Path, render_size: int, window: str, model: str, points: list[str]) -> bytes:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -106,19 +123,31 @@ def screenshot(url: str, photo: Path, render_size: int, window: str) -> bytes:
         try:
             wait = WebDriverWait(driver, 180, poll_frequency=0.25)
             driver.get(url)
+            for elem_id, label in (("model", model), ("render-size", str(render_size))):
+                wait.until(lambda d, e=elem_id: d.find_element(By.CSS_SELECTOR, f"#{e} input")).click()
+                wait.until(lambda d, e=elem_id, v=label: d.find_element(
+                    By.CSS_SELECTOR, f'#{e} li[role=option][aria-label="{v}"]')).click()
             wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#uploads input[type=file]")).send_keys(str(photo))
             wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'#uploads [aria-label="{photo.name}"]'))
-            driver.find_element(By.CSS_SELECTOR, "#render-size input").click()
-            wait.until(lambda d: d.find_element(
-                By.CSS_SELECTOR, f'#render-size li[role=option][aria-label="{render_size}"]')).click()
             driver.find_element(By.ID, "colorize").click()
             wait.until(lambda d: "Colorized" in d.find_element(By.ID, "status").text)
-            slider = driver.find_element(By.ID, "slider-0")
-            wait.until(lambda d: len(images := slider.find_elements(By.TAG_NAME, "img")) == 2 and all(
-                img.get_attribute("complete") == "true" and int(img.get_attribute("naturalWidth")) > 0
-                for img in images))
-            driver.execute_script("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
-            time.sleep(1.0)  # let the toast-free page settle (fonts, transitions)
+            for n, point in enumerate(points, start=1):
+                fx, fy, color = point.split(":")
+                set_point_color(driver, wait, color)
+                editor = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#editor img"))
+                driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", editor)
+                box = driver.execute_script(  # the drawn image inside the element (object-fit: contain)
+                    "const i = arguments[0], s = Math.min(i.clientWidth / i.naturalWidth, i.clientHeight / i.naturalHeight);"
+                    "return [i.naturalWidth * s, i.naturalHeight * s, i.clientWidth, i.clientHeight];", editor)
+                dx = (float(fx) - 0.5) * box[0]
+                dy = (float(fy) - 0.5) * box[1]
+                ActionChains(driver).move_to_element_with_offset(editor, int(dx), int(dy)).click().perform()
+                wait.until(lambda d, n=n: len(d.find_elements(By.CSS_SELECTOR, "#points li")) == n)
+            time.sleep(2.0)  # the last render and the downloads
+            driver.execute_script("document.activeElement && document.activeElement.blur();"
+                                  "document.getElementById('editor').scrollIntoView({block: 'start'});"
+                                  "window.scrollBy(0, -60)")
+            time.sleep(1.0)  # let the page settle (fonts, transitions, toasts)
             return driver.get_screenshot_as_png()
         finally:
             driver.quit()
@@ -131,10 +160,11 @@ def main() -> int:
             raise SystemExit(f"error: {tool} is missing; run scripts/install-browser.sh")
     if not args.photo.is_file():
         raise SystemExit(f"error: {args.photo} is not a file; pass --photo")
-    from autocolor.web import default_model_available
-
-    with tempfile.TemporaryDirectory(prefix="autocolor-shot-") as tmp:
-        model = args.model or ("default" if default_model_available() else str(untrained_model(Path(tmp) / "untrained")))
+    model = args.model or ("default" if guided_default() else "levin")
+    if model == "levin" and not args.model:
+        print("note: the default weights take no hints yet: using levin (colors only where the points are)",
+              file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="autocolor-shot-"):
         port = free_port()
         command = [sys.executable, "-m", "autocolor", "serve", "--port", str(port)]
         if model != "default":
@@ -144,7 +174,8 @@ def main() -> int:
         try:
             url = f"http://127.0.0.1:{port}/"
             wait_for_server(url, process)
-            png = screenshot(url, args.photo.resolve(), args.render_size, args.window)
+            label = model if model in ("default", "levin") else Path(model).resolve().name
+            png = screenshot(url, args.photo.resolve(), args.render_size, args.window, label, args.points)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)

@@ -120,7 +120,7 @@ def visit(server: Server, visitor: Visitor, deadline: float) -> None:
         started = time.monotonic()
         path = upload(server, f"user{visitor.user}.png", data)
         payload = {"data": [[{"path": path, "orig_name": f"user{visitor.user}.png",
-                              "meta": {"_type": "gradio.FileData"}}], None, "constant-orange", 256, 1.0]}
+                              "meta": {"_type": "gradio.FileData"}}], "constant-orange", 256, 1.0]}
         for _ in range(ATTEMPTS):
             code, reply = _post(f"{server.url}/gradio_api/call/colorize", json.dumps(payload).encode(),
                                 "application/json")

@@ -112,9 +112,16 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, ...")
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image accepted, in pixels")
     p.add_argument("--max-file-size", default="25mb", help="largest upload accepted, e.g. 10mb")
-    p.add_argument("--max-images", type=int, default=8, help="images colorized per request")
-    p.add_argument("--concurrency", type=int, default=1, help="requests colorized at once")
+    p.add_argument("--max-request-pixels", type=int, default=60_000_000,
+                   help="pixels colorized per request, all its images together")
+    p.add_argument("--max-images", type=int, default=8, help="images per request (and files per upload)")
+    p.add_argument("--concurrency", type=int, default=1,
+                   help="images colorized at once; waiting visitors take turns, least compute used first")
+    p.add_argument("--workers", type=int, default=4, help="requests in progress at once (waiting for a turn)")
     p.add_argument("--queue-size", type=int, default=20, help="requests allowed to wait; more are turned away")
+    p.add_argument("--upload-files", type=int, default=100, help="files one visitor may upload per window")
+    p.add_argument("--upload-mb", type=int, default=300, help="megabytes one visitor may upload per window")
+    p.add_argument("--upload-window", type=int, default=600, help="the upload quota's window, in seconds")
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -126,6 +133,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     config = WebConfig(
         models=models, device=args.device, max_pixels=args.max_pixels, max_file_size=args.max_file_size,
         max_images=args.max_images, concurrency=args.concurrency, queue_size=args.queue_size,
+        max_request_pixels=max(args.max_request_pixels, args.max_pixels), workers=args.workers,
+        upload_files=args.upload_files, upload_mb=args.upload_mb, upload_window_s=args.upload_window,
     )
     serve(config, host=args.host, port=args.port)
     return 0
