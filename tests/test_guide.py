@@ -41,3 +41,38 @@ def test_histogram_of_a_flat_color_is_one_bin():
     bins = in_gamut_ab_bins()
     hist = ab_histogram(torch.full((1, 2, 4, 4), 20.0), bins)
     assert hist.max() == 1.0 and torch.allclose(bins[hist.argmax()], torch.tensor([20.0, 20.0]))
+
+
+def test_refinement_makes_the_prediction_agree_with_the_points_and_fades_with_decay():
+    from autocolor.guide import make_guide, refine_with_hints
+
+    lightness = torch.full((1, 1, 64, 64), 50.0)
+    predicted = torch.zeros(1, 2, 16, 16)
+    ab = torch.zeros(1, 2, 64, 64)
+    mask = torch.zeros(1, 1, 64, 64)
+    ab[..., 0:4, 0:4], mask[..., 0:4, 0:4] = 30.0, 1.0  # one point in a corner
+    guide = make_guide(lightness, ab, mask)
+    everywhere = refine_with_hints(predicted, lightness, guide, decay=0.0)
+    assert torch.allclose(everywhere, torch.full_like(everywhere, 30.0), atol=1e-3)  # a flat image takes it all
+    local = refine_with_hints(predicted, lightness, guide, decay=0.1)
+    assert local[0, :, 0, 0].min() > 29 and local[0, :, -1, -1].abs().max() < 1  # near: corrected; far: as predicted
+    none = make_guide(lightness, torch.zeros_like(ab), torch.zeros_like(mask))
+    assert torch.equal(refine_with_hints(predicted, lightness, none, 0.0), predicted)
+
+
+def test_bad_hints_are_refused_with_what_is_wrong():
+    import numpy as np
+    import pytest
+
+    from autocolor.guide import HintError, Hints
+
+    with pytest.raises(HintError, match="hint 1: color '#12' is not #rrggbb"):
+        Hints.build([(1, 2, "#12")])
+    with pytest.raises(HintError, match="each channel must be a number in 0-255"):
+        Hints.build([(1, 2, (0, 300, 0))])
+    with pytest.raises(HintError, match=r"hint 2 at \(x=70, y=5\) is outside the 64x48 image"):
+        Hints.build([(1, 2, "#102030"), (70, 5, "#102030")]).check(48, 64)
+    with pytest.raises(HintError, match="scribble image is 10x10; it must be the photo's size, 64x48"):
+        Hints.build(scribble=np.zeros((10, 10, 4), np.uint8)).check(48, 64)
+    with pytest.raises(HintError, match="needs an alpha channel"):
+        Hints.build(scribble=np.zeros((48, 64, 3), np.uint8))

@@ -199,10 +199,16 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--all-photos", action="store_true", help="score cut-outs too, not only whole scenes")
     p.add_argument("--n", type=int, default=0, help="photos drawn (seeded) from the split; 0 means all")
     p.add_argument("--write", action="store_true", help="save the chosen decoding as the folder's decoding.json")
+    p.add_argument("--hints", action="store_true",
+                   help="tune instead how a hint-aware model agrees with color points (refine_hints, hint_decay)")
 
 
 def _run_tune(args: argparse.Namespace) -> int:
-    from autocolor.tune import format_tune, tune
+    from autocolor.tune import format_tune, format_tune_hints, tune, tune_hints
+
+    if args.hints:
+        print(format_tune_hints(tune_hints(args.model, args.data, split=args.split, n=args.n or 24, write=args.write)))
+        return 0
 
     band = _numbers(args.band, float, "--band")
     if len(band) != 2 or not 0 <= band[0] <= band[1]:
@@ -275,6 +281,8 @@ def _add_colorize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace outputs that exist (default: skip those this input gave, report others)")
     p.add_argument("--keep-color", action="store_true", help="copy color inputs as they are instead of recolorizing")
+    p.add_argument("--no-faces", action="store_true",
+                   help="no skin-tone corrections on detected faces (they need the faces extra: opencv-python-headless<5)")
     p.add_argument("--strip-metadata", action="store_true",
                    help="write no metadata (default: EXIF, ICC profile, dpi, XMP and IPTC are copied from each input)")
     p.add_argument("--max-pixels", type=_bounded(s.MAX_PIXELS), default=s.DEFAULT_MAX_PIXELS,
@@ -420,6 +428,7 @@ def _colorize(args: argparse.Namespace, scratch: Path) -> int:
     jobs = shard(jobs, info)
     problems = problems if info.main else []
     colorizer = Colorizer.load(args.model, device=str(device), backend=args.backend)
+    colorizer.faces = not args.no_faces
     if hints is not None and not colorizer.model.guided:
         raise HintError(f"--model {args.model} takes no color hints; use --model levin or a hint-aware model folder")
     summary = colorize_files(

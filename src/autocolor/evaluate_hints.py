@@ -94,7 +94,7 @@ def sample_categories(data: str, split: str, size: int, seed: int, indices: Sequ
 
 @torch.no_grad()
 def evaluate_hints(
-    models: Sequence[str],
+    models: Sequence[str | ModelEntry],
     data: str,
     size: int = 256,
     counts: Sequence[int] = HINT_COUNTS,
@@ -108,7 +108,7 @@ def evaluate_hints(
     plus the reference-photo mode for hint-aware networks (see the module docstring)."""
     if any(c < 0 for c in counts):
         raise EvaluationError(f"point counts must be >= 0, got {list(counts)}")
-    entries = [resolve_model(s) for s in models]
+    entries = [s if isinstance(s, ModelEntry) else resolve_model(s) for s in models]
     dataset = getattr(build_splits(data, size, seed), split)
     indices = sample_indices(len(dataset), n, seed)
     if not indices:

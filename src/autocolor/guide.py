@@ -325,7 +325,7 @@ class Hints:
 def reference_histogram(rgb: np.ndarray, bins: torch.Tensor, side: int = 256) -> torch.Tensor:
     """``(1, Q)`` ab histogram of an RGB photo, seen at about ``side`` pixels and
     pooled to a quarter as in training (:func:`simulate_guide`)."""
-    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
+    image = torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1)[None] / 255.0
     scale = side / math.sqrt(image.shape[-2] * image.shape[-1])
     size = (max(4, round(image.shape[-2] * scale)), max(4, round(image.shape[-1] * scale)))
     image = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
@@ -381,11 +381,14 @@ def load_points(path: str | os.PathLike) -> list[dict]:
     return points
 
 
-def refine_with_hints(ab: torch.Tensor, lightness: torch.Tensor, guide: Guide, decay: float) -> torch.Tensor:
+def refine_with_hints(ab: torch.Tensor, lightness: torch.Tensor, guide: Guide, decay: float,
+                      shared: bool = False) -> torch.Tensor:
     """Make a prediction agree with the points: the differences between the
     hints and the predicted ab at the hinted pixels are spread over the image
     by Levin et al.'s optimization with ``decay`` (edge-aware, fading with
     distance) and added. Without hints, ``ab`` comes back unchanged.
+    ``shared``: ``decay`` is divided by the number of hinted cells, so one
+    point corrects its surroundings and many points, together, the whole image.
 
     Args:
         ab: ``(B, 2, h, w)`` predicted ab (Lab units) at the model's output resolution.
@@ -402,6 +405,7 @@ def refine_with_hints(ab: torch.Tensor, lightness: torch.Tensor, guide: Guide, d
     out = ab.clone()
     for i in range(ab.shape[0]):
         if given[i].any():
-            spread = levin_colorize(small_l[i, 0], residual[i], given[i], decay)
+            rate = decay / int(given[i].sum()) if shared else decay
+            spread = levin_colorize(small_l[i, 0], residual[i], given[i], rate)
             out[i] += torch.from_numpy(spread).to(ab.device)
     return out

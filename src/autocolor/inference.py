@@ -154,12 +154,15 @@ class Colorizer:
             or ``RGBModel``), or an :class:`autocolor.onnx_export.OnnxChromaNet`.
         device: where a PyTorch model runs.
         name: what to call the model in messages.
+        faces: give detected faces skin-tone corrections (:mod:`autocolor.faces`;
+            needs the ``faces`` extra, else nothing happens); ``c.faces = False`` turns them off.
     """
 
-    def __init__(self, model, device: str = "cpu", name: str = "model") -> None:
+    def __init__(self, model, device: str = "cpu", name: str = "model", faces: bool = True) -> None:
         self.model = model
         self.device = torch.device(device)
         self.name = name
+        self.faces = faces  # skin-tone corrections on detected faces (autocolor.faces), where a detector is installed
         self._warned_color = False
 
     @classmethod
@@ -214,7 +217,7 @@ class Colorizer:
         """Colorize same-sized, same-dtype :class:`Pixels`; alpha is reattached."""
         check_colorize_settings(render_size, saturation)
         gray = np.stack([p.gray for p in batch])  # (B, H, W) uint16
-        rgbs = colorize_gray(self.model, gray, batch[0].dtype, render_size, saturation, hints)
+        rgbs = colorize_gray(self.model, gray, batch[0].dtype, render_size, saturation, hints, faces=self.faces)
         return [join_alpha(rgb, p.alpha) for rgb, p in zip(rgbs, batch)]
 
     def colorize(

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from autocolor.color import gray16_to_l, merge_gray_ab, saturate_rgb
+from autocolor.faces import FACE_DECAY, face_guide
 from autocolor.guide import Guide, Hints, refine_with_hints
 from autocolor.quantize import Decoding
 
@@ -61,13 +62,15 @@ def predict_chroma(
     render_size: int | None = None,
     hints: Hints | Guide | None = None,
     decoding: Decoding | None = None,
+    faces: bool = False,
 ) -> torch.Tensor:
     """Chroma of full-resolution L ``(B, 1, H, W)`` in [0, 100]: ab ``(B, 2, h, w)``
     in Lab units at the model's output resolution, on the CPU.
 
     The model sees L at the working size (about ``render_size`` squared);
     ``hints`` (in the input's pixel coordinates) are laid out at that size;
-    a :class:`Guide` must already be at it.
+    a :class:`Guide` must already be at it. With ``faces``, detected faces
+    get skin-tone corrections (:mod:`autocolor.faces`).
     """
     h, w = lightness.shape[-2:]
     size = working_size(h, w, render_size or DEFAULT_RENDER_SIZE, model.stride)
@@ -84,7 +87,11 @@ def predict_chroma(
     ab = model.predict_ab(l_work.to(_device_of(model)), guide, decoding).float().cpu()
     decoding = decoding or model.decoding
     if guide is not None and decoding.refine_hints and not model.exact_hints:
-        ab = refine_with_hints(ab, l_work, guide.to("cpu"), decoding.hint_decay)
+        ab = refine_with_hints(ab, l_work, guide.to("cpu"), decoding.hint_decay, shared=True)
+    if faces and not model.exact_hints:
+        skin = face_guide(lightness, size)
+        if skin is not None:
+            ab = refine_with_hints(ab, l_work.cpu(), skin, FACE_DECAY)
     return ab
 
 
@@ -121,6 +128,7 @@ def colorize_gray(
     saturation: float = 1.0,
     hints: Hints | None = None,
     decoding: Decoding | None = None,
+    faces: bool = False,
 ) -> np.ndarray:
     """Colorize ``(B, H, W)`` uint16 gray into ``(B, H, W, 3)`` samples of ``dtype``
     (uint8, uint16 or float32 in [0, 1])."""
@@ -128,7 +136,7 @@ def colorize_gray(
         if hints is not None and not hints.empty:
             raise ValueError("RGB models take no color hints")
         return _colorize_rgb_model(model, gray, dtype, render_size, saturation)
-    ab = predict_chroma(model, gray16_to_l(gray), render_size, hints, decoding)
+    ab = predict_chroma(model, gray16_to_l(gray), render_size, hints, decoding, faces)
     return merge_gray_ab(gray, ab * saturation, dtype)
 
 

@@ -136,7 +136,9 @@ class Decoding:
             not at all, as Zhang et al. decode).
         refine_hints: with color points, make the prediction agree with them
             by spreading the differences (:func:`autocolor.guide.refine_with_hints`).
-        hint_decay: how fast those corrections fade with distance (0: not at all).
+        hint_decay: how fast those corrections fade with distance (0: not at
+            all), divided by the number of hinted cells at the output size: one
+            point corrects its surroundings, many points the whole image.
     """
 
     temperature: float = 0.38

@@ -11,6 +11,12 @@ gray and say little about real photos), and the rule picks the one to ship:
     colorfulness ratio is nearest the band.
 
 ``--write`` saves the choice as the model folder's ``decoding.json``.
+
+With ``--hints``, the setting tuned is how a hint-aware model is made to
+agree with color points (``refine_hints``, ``hint_decay``): each candidate
+is scored by Zhang et al.'s simulated users (1 to 20 points, see
+:mod:`autocolor.evaluate_hints`) on the same split, and the lowest mean
+CIEDE2000 over those counts wins; "no refinement" is a candidate too.
 """
 
 from __future__ import annotations
@@ -121,4 +127,50 @@ def format_tune(report: dict[str, Any]) -> str:
     lines += ["", f"chosen by the rule (colorfulness in {report['band'][0]:g}-{report['band'][1]:g}, lowest CIEDE2000): "
               f"temperature {d['temperature']:g}, chroma scale {d['chroma_scale']:g}"
               + (" (written to decoding.json)" if report["written"] else " (not written; --write saves it)")]
+    return "\n".join(lines)
+
+
+HINT_DECAYS = (0.0, 0.01, 0.03, 0.1)
+TUNE_HINT_COUNTS = (1, 2, 5, 10, 20)
+
+
+@torch.no_grad()
+def tune_hints(model_dir: str | Path, data: str, split: str = "val", decays: Sequence[float] = HINT_DECAYS,
+               n: int | None = 24, write: bool = False) -> dict[str, Any]:
+    """Choose ``refine_hints`` and ``hint_decay`` by simulated users (see the module docstring)."""
+    from autocolor.evaluate import ModelEntry
+    from autocolor.evaluate_hints import evaluate_hints
+
+    if split == "test":
+        raise EvaluationError("tune on the val split (or another that is not the test split): test is for reporting")
+    model = load_model(Path(model_dir)).eval()
+    if not model.guided:
+        raise EvaluationError(f"{model_dir}: not a hint-aware model; nothing to tune for hints")
+    candidates = [replace(model.decoding, refine_hints=False)]
+    candidates += [replace(model.decoding, refine_hints=True, hint_decay=float(d)) for d in decays]
+    rows = []
+    for decoding in candidates:
+        model.decoding = decoding
+        report = evaluate_hints([ModelEntry("m", model, str(model_dir))], data, counts=TUNE_HINT_COUNTS, n=n,
+                                split=split)
+        curve = report["models"][0]["points"]
+        rows.append({"decoding": decoding.to_dict(), "by_points": {c: v["ciede2000_vs_gray"] for c, v in curve.items()},
+                     "mean_vs_gray": sum(v["ciede2000_vs_gray"] for v in curve.values()) / len(curve)})
+    best = min(rows, key=lambda r: r["mean_vs_gray"])
+    if write:
+        save_decoding(Path(model_dir), Decoding.from_dict(best["decoding"]))
+    return {"model": str(model_dir), "split": split, "n_images": report["n_images"], "rows": rows, "chosen": best,
+            "written": write}
+
+
+def format_tune_hints(report: dict[str, Any]) -> str:
+    counts = list(report["rows"][0]["by_points"])
+    lines = [f"{report['split']} split, {report['n_images']} photos; CIEDE2000 x gray copy by simulated points", "",
+             "| refinement | " + " | ".join(counts) + " | mean |", "|---|" + "---:|" * (len(counts) + 1)]
+    for r in report["rows"]:
+        d = r["decoding"]
+        name = f"decay {d['hint_decay']:g}" if d["refine_hints"] else "none (network only)"
+        mark = " **chosen**" if r is report["chosen"] else ""
+        lines.append(f"| {name}{mark} | " + " | ".join(f"{r['by_points'][c]:.3f}" for c in counts)
+                     + f" | {r['mean_vs_gray']:.3f} |")
     return "\n".join(lines)
