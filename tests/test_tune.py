@@ -1,0 +1,84 @@
+"""autocolor tune and the whole-photo evaluation, on small generated corpora."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from autocolor.checkpoint import load_model, save_model
+from autocolor.cli import main
+from autocolor.evaluate import EvaluationError
+from autocolor.models import create_model
+from autocolor.quantize import Decoding
+from autocolor.tune import tune
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """train/val/test folders with a manifest, as `autocolor data photos` writes them."""
+    from conftest import synthetic_photos
+
+    root = tmp_path_factory.mktemp("corpus")
+    rows = []
+    for split, seed in (("train", 1), ("val", 2), ("test", 3)):
+        (root / split).mkdir()
+        for i, img in enumerate(synthetic_photos(4, 96, seed=seed)):
+            name = f"{split}/scene_{i}.jpg"
+            Image.fromarray(img).save(root / name, quality=95)
+            rows.append({"split": split, "file": name, "scene_category": "sky/landscape" if i % 2 else "cutout",
+                         "people": "0"})
+    with (root / "manifest.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    import torch
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tune-model")
+    model = create_model("chroma-unet", width=16, guided=True)
+    model.head.bias.data[:] = torch.randn_like(model.head.bias) * 2  # some color to scale
+    save_model(model, folder)
+    return folder
+
+
+def test_tune_scores_each_setting_on_whole_scenes_and_writes_the_rule_s_choice(corpus, model_folder):
+    report = tune(model_folder, f"folder:{corpus}", temperatures=(0.38, 1.0), scales=(0.5, 1.0, 2.0), write=True)
+    assert report["n_images"] == 2  # the val split's whole scenes, not its cut-outs
+    assert len(report["rows"]) == 6
+    ratios = {(r["decoding"]["temperature"], r["decoding"]["chroma_scale"]): r["colorfulness_ratio"]
+              for r in report["rows"]}
+    assert ratios[(0.38, 2.0)] > ratios[(0.38, 1.0)] > ratios[(0.38, 0.5)]  # the scale scales color
+    assert load_model(model_folder).decoding == Decoding.from_dict(report["chosen"]["decoding"])
+
+
+def test_tune_refuses_the_test_split(corpus, model_folder):
+    with pytest.raises(EvaluationError, match="test is for reporting"):
+        tune(model_folder, f"folder:{corpus}", split="test")
+
+
+def test_tune_hints_from_the_command_line(corpus, model_folder, capsys):
+    assert main(["tune", str(model_folder), "--data", f"folder:{corpus}", "--hints", "--n", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "none (network only)" in out and "**chosen**" in out and "decay 0" in out
+
+
+def test_whole_photo_evaluation_reports_categories_faces_neutral_and_render_sizes(corpus, model_folder):
+    from autocolor.evaluate_photos import evaluate_photos, format_photos_markdown
+
+    report = evaluate_photos(["gray", f"m={model_folder}"], corpus, faces=(False,))
+    gray, model = (m["summary"] for m in report["models"])
+    assert set(gray["categories"]) == {"all", "whole scenes", "sky/landscape", "cutout"}
+    assert gray["categories"]["all"]["ciede2000_vs_gray"] == pytest.approx(1.0)
+    assert gray["neutral_chroma"] in (None, 0.0) or gray["neutral_chroma"] < 0.5  # gray adds no chroma
+    assert gray["render_gap"] == pytest.approx(0.0, abs=1e-3)  # gray does not depend on the render size
+    assert model["render_gap"] > 0 and set(model["by_render_size"]) == {"128", "256", "384"}
+    assert "| m |" in format_photos_markdown(report)
+    json.dumps(report)
+    assert np.isfinite(model["categories"]["all"]["ciede2000"])
