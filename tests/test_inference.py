@@ -203,3 +203,25 @@ def test_twelve_megapixels_come_out_full_size_and_as_sharp(tmp_path):
 
     assert 0.9 < float(edge_energy(out_l) / edge_energy(in_l)) < 1.1
     assert np.abs(rgb[..., 0].astype(int) - rgb[..., 2].astype(int)).mean() > 10  # and it is colored
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    from autocolor.color import rgb_to_lab
+
+    return rgb_to_lab(torch.from_numpy(rgb).permute(2, 0, 1).float() / 255).numpy()
+
+
+def test_a_blue_point_on_a_gray_sky_makes_it_bluer_and_leaves_the_far_side_of_an_edge_alone():
+    """With the shipped (hint-aware) default: the guided colorization issue's test."""
+    c = Colorizer.load()
+    if not c.model.guided:
+        pytest.skip("the installed default takes no hints")
+    c.faces = False
+    gray = np.full((192, 256), 200, np.uint8)  # a flat, bright sky ...
+    gray[120:] = 60  # ... over dark ground, with a hard edge between
+    gray = (gray.astype(int) + np.random.default_rng(0).integers(-3, 4, gray.shape)).clip(0, 255).astype(np.uint8)
+    auto = _lab(c.colorize(gray))
+    hinted = _lab(c.colorize(gray, hints=[(128, 40, "#3a78d8")]))
+    assert np.array_equal(c.colorize(gray, hints=[]), c.colorize(gray))  # no hints: exactly the automatic result
+    assert hinted[2, 10:100].mean() < auto[2, 10:100].mean() - 10  # b* falls in the sky: bluer
+    assert np.abs(hinted[1:, 150:192] - auto[1:, 150:192]).mean() < 2.0  # the ground keeps its colors
