@@ -172,9 +172,11 @@ def _add_colorize(sub: argparse._SubParsersAction) -> None:
     from autocolor.imageio import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS
     from autocolor.predict import DEFAULT_RENDER_SIZE
 
-    p = sub.add_parser("colorize", help="colorize photos: files, folders (recursively) and globs",
+    from autocolor.video import DEFAULT_CRF
+
+    p = sub.add_parser("colorize", help="colorize photos and videos: files, folders (recursively) and globs",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image or video files, folders or glob patterns")
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder; folder layout is kept")
     p.add_argument("--model", default="default", help="model folder (model.safetensors + config.json) or 'default'")
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch", help="inference engine")
@@ -186,6 +188,8 @@ def _add_colorize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=list(OUTPUT_FORMATS), default=None,
                    help="output format (default: the input's own; GIF becomes PNG)")
     p.add_argument("--quality", type=int, default=92, help="JPEG/WebP quality")
+    p.add_argument("--crf", type=int, default=DEFAULT_CRF,
+                   help="video: x264 quality factor, lower is finer (18 keeps chroma crisp; 23 blurs it)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (default: skip them)")
     p.add_argument("--keep-color", action="store_true", help="copy color inputs as they are instead of recolorizing")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
@@ -226,7 +230,7 @@ def _run_colorize(args: argparse.Namespace) -> int:
     summary = colorize_files(
         colorizer, jobs, render_size=args.render_size, saturation=args.saturation, keep_color=args.keep_color,
         overwrite=args.overwrite, max_pixels=args.max_pixels, quality=args.quality, batch_size=args.batch_size,
-        workers=args.workers, progress=not args.no_progress and info.main,
+        workers=args.workers, progress=not args.no_progress and info.main, crf=args.crf,
     )
     summary.failed[:0] = problems
     if info.world > 1:

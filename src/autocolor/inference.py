@@ -50,6 +50,7 @@ from autocolor.imageio import (
     split_pixels,
 )
 from autocolor.predict import DEFAULT_RENDER_SIZE, predict_rgb, resize, working_size
+from autocolor.video import DEFAULT_CRF, VIDEO_EXTENSIONS, colorize_video_jobs, is_video, output_suffix
 
 BACKENDS = ("torch", "onnxruntime")
 TILE_PIXELS = 1 << 15  # pixels per merged tile: below torch's grain size, and its temporaries stay in cache
@@ -265,6 +266,12 @@ class Colorizer:
         (result,) = self.colorize_pixels([pixels], render_size, saturation)
         return array_to_pil(result) if as_pil else result
 
+    def colorize_video(self, src: str | os.PathLike, dst: str | os.PathLike, **kwargs) -> int:
+        """Colorize a video file into ``dst``; see :func:`autocolor.video.colorize_video`."""
+        from autocolor.video import colorize_video
+
+        return colorize_video(self, src, dst, **kwargs)
+
 
 def _from_unit(rgb: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if np.dtype(dtype) == np.uint8:
@@ -337,7 +344,7 @@ def plan_jobs(
                 raise ImageError(f"{outdir}: the output folder is the input folder; choose another one "
                                  "(inputs are never overwritten)")
             for found in sorted(path.rglob("*")):
-                if found.suffix.lower() in INPUT_EXTENSIONS and found.is_file() and not _is_within(found, outdir):
+                if found.suffix.lower() in INPUT_EXTENSIONS + VIDEO_EXTENSIONS and found.is_file() and not _is_within(found, outdir):
                     pairs.append((found, found.relative_to(path)))
         elif path.is_file():
             pairs.append((path, Path(path.name)))
@@ -355,8 +362,8 @@ def plan_jobs(
     claimed: dict[Path, Path] = {}
     sources = {p.resolve() for p, _ in pairs}
     for source, relative in pairs:
-        out_fmt = output_format_for(source, fmt)
-        target = outdir / relative.with_suffix(OUTPUT_FORMATS[out_fmt][0])
+        out_fmt = "video" if is_video(source) else output_format_for(source, fmt)
+        target = outdir / relative.with_suffix(output_suffix(source) if is_video(source) else OUTPUT_FORMATS[out_fmt][0])
         key = target.resolve()
         if key in sources:
             problems.append((source, f"its output {target} would overwrite an input; choose another output folder"))
@@ -407,14 +414,16 @@ def colorize_files(
     workers: int = 2,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    crf: int = DEFAULT_CRF,
 ) -> Summary:
     """Colorize ``jobs``, skipping targets that exist unless ``overwrite``.
 
     ``workers`` threads decode ahead of the model and encode behind it
     (Pillow, numpy and torch release the GIL, so threads overlap on a CPU
     without pickling images between processes). Consecutive images of one
-    size and sample type are batched. Each failure is logged as
-    ``path: reason`` and the run goes on.
+    size and sample type are batched. Videos (``fmt`` "video") follow the
+    photos, one at a time. Each failure is logged as ``path: reason`` and the
+    run goes on.
     """
     from tqdm import tqdm
 
@@ -437,7 +446,8 @@ def colorize_files(
     pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="autocolor-io")
     reads: deque[Future] = deque()
     writes: deque[tuple[Job, Future]] = deque()
-    queue = iter(todo)
+    videos = [job for job in todo if job.fmt == "video"]
+    queue = iter([job for job in todo if job.fmt != "video"])
     lookahead = max(2 * batch_size, 2 * workers)
 
     def refill() -> None:
@@ -504,6 +514,13 @@ def colorize_files(
             batch.clear()
             settle_writes(keep=2 * max(1, workers))
         settle_writes(keep=0)
+        for job, error in colorize_video_jobs(colorizer, videos, render_size=render_size, saturation=saturation,
+                                              crf=crf, progress=progress):
+            if error is not None:
+                fail(job, error)
+                continue
+            summary.done += 1
+            bar.update(1)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
