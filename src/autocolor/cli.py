@@ -171,7 +171,6 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _add_colorize(sub: argparse._SubParsersAction) -> None:
     from autocolor.imageio import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS
     from autocolor.predict import DEFAULT_RENDER_SIZE
-
     from autocolor.video import DEFAULT_CRF
 
     p = sub.add_parser("colorize", help="colorize photos and videos: files, folders (recursively) and globs",

@@ -344,7 +344,8 @@ def plan_jobs(
                 raise ImageError(f"{outdir}: the output folder is the input folder; choose another one "
                                  "(inputs are never overwritten)")
             for found in sorted(path.rglob("*")):
-                if found.suffix.lower() in INPUT_EXTENSIONS + VIDEO_EXTENSIONS and found.is_file() and not _is_within(found, outdir):
+                planned = found.suffix.lower() in INPUT_EXTENSIONS + VIDEO_EXTENSIONS
+                if planned and found.is_file() and not _is_within(found, outdir):
                     pairs.append((found, found.relative_to(path)))
         elif path.is_file():
             pairs.append((path, Path(path.name)))
@@ -363,7 +364,8 @@ def plan_jobs(
     sources = {p.resolve() for p, _ in pairs}
     for source, relative in pairs:
         out_fmt = "video" if is_video(source) else output_format_for(source, fmt)
-        target = outdir / relative.with_suffix(output_suffix(source) if is_video(source) else OUTPUT_FORMATS[out_fmt][0])
+        suffix = output_suffix(source) if out_fmt == "video" else OUTPUT_FORMATS[out_fmt][0]
+        target = outdir / relative.with_suffix(suffix)
         key = target.resolve()
         if key in sources:
             problems.append((source, f"its output {target} would overwrite an input; choose another output folder"))
