@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import itertools
 import json
 import os
 import resource
@@ -104,62 +105,78 @@ def known_motion(kind: str):
 
 
 def estimated_motion(t: int, before: np.ndarray, now: np.ndarray):
-    """The same maps for real footage: DIS flow on the true frames at full
-    resolution, keeping pixels where forward and backward flow agree (non-occluded)."""
+    """The same maps for real footage: DIS flow between the true frames' L at
+    full resolution, keeping pixels where forward and backward flow agree (non-occluded)."""
     import cv2
 
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    g0, g1 = (cv2.cvtColor(x, cv2.COLOR_RGB2GRAY) for x in (before, now))
+    g0, g1 = (np.clip(x * 2.55 + 0.5, 0, 255).astype(np.uint8) for x in (before, now))
     back, forth = dis.calc(g1, g0, None), dis.calc(g0, g1, None)
     h, w = g1.shape
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     map_x, map_y = gx + back[..., 0], gy + back[..., 1]
     returned = cv2.remap(forth, map_x, map_y, cv2.INTER_LINEAR)
     miss = np.square(back + returned).sum(-1)
-    valid = (miss < 0.5 + 0.01 * (np.square(back).sum(-1) + np.square(returned).sum(-1)))
+    valid = miss < 0.5 + 0.01 * (np.square(back).sum(-1) + np.square(returned).sum(-1))
     valid &= (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
     return map_x, map_y, valid
 
 
-def score(output: Path | None, truths, maps) -> dict:
-    """Flicker (Lai et al. 2018 warping error on ab) and CIEDE2000 to the truth.
-
-    ``output`` None scores the truth itself (its flicker is the floor the motion maps allow)."""
-    import cv2
+def lab_frames(frames):
+    """``(H, W, 3)`` uint8 RGB frames to ``(3, H, W)`` Lab tensors."""
     import torch
 
     from autocolor.color import rgb_to_lab
-    from autocolor.metrics import mean_ciede2000
 
-    def tensor(rgb):
-        return torch.from_numpy(rgb).permute(2, 0, 1).float().div(255.0)
+    for rgb in frames:
+        yield rgb_to_lab(torch.from_numpy(rgb).permute(2, 0, 1).float().div(255.0))
 
-    flicker, errors, previous = [], [], None
-    outputs = decode_rgb(output) if output is not None else None
-    for t, truth in enumerate(truths):
-        out = next(outputs) if outputs is not None else truth
-        errors.append(mean_ciede2000(tensor(out), tensor(truth)).item())
-        ab = rgb_to_lab(tensor(out))[1:].permute(1, 2, 0).numpy()  # (H, W, 2)
+
+def score(outputs, truths: list, maps) -> dict:
+    """Flicker (Lai et al. 2018 warping error on ab) and CIEDE2000 to the truth.
+
+    ``outputs`` and ``truths`` are Lab frames; scoring the truth itself gives
+    the flicker floor that the motion maps allow (0 up to resampling for known motion)."""
+    import cv2
+
+    from autocolor.metrics import mean_ciede2000_lab
+
+    flicker, errors, previous, count = [], [], None, 0
+    for t, (out, truth) in enumerate(zip(outputs, truths)):
+        count += 1
+        errors.append(mean_ciede2000_lab(out, truth).item())
+        ab = out[1:].permute(1, 2, 0).numpy()  # (H, W, 2)
         if previous is not None:
-            map_x, map_y, valid = maps(t, previous[0], truth)
-            warped = cv2.remap(previous[1], map_x, map_y, cv2.INTER_LINEAR)
+            map_x, map_y, valid = maps(t, truths[t - 1][0].numpy(), truth[0].numpy())
+            warped = cv2.remap(previous, map_x, map_y, cv2.INTER_LINEAR)
             flicker.append(float(np.abs(ab - warped)[valid].mean()))
-        previous = (truth, ab)
-    assert outputs is None or next(outputs, None) is None, f"{output}: more frames than the truth"
-    return {"flicker": float(np.mean(flicker)), "ciede2000": float(np.mean(errors)), "frames": t + 1}
+        previous = ab
+    assert count == len(truths), f"{count} frames out, {len(truths)} true"
+    return {"flicker": float(np.mean(flicker)), "ciede2000": float(np.mean(errors))}
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_one(method: str, clip: Path, output: Path, threads: int) -> dict:
-    """One method in this process; returns frames/s and peak RSS."""
+    """One method in this process: frames/s (wall), CPU ms per frame, peak RSS.
+
+    Loading the model and one warm-up batch at the clip's size (PyTorch's
+    first calls at a new size are several times slower) are not timed; the
+    warm-up's seconds are returned beside.
+    """
+    import av
+    import numpy as np
     import torch
 
     torch.set_num_threads(threads)
-    start = time.perf_counter()
+    warmup = 0.0
     if method == "copy":
-        import av
-
         from autocolor.video import DEFAULT_CRF, X264_PRESET
 
+        start, cpu = time.perf_counter(), cpu_seconds()
         with av.open(str(clip)) as src, av.open(str(output), "w") as out:
             source = src.streams.video[0]
             stream = out.add_stream("libx264", rate=source.average_rate,
@@ -175,17 +192,24 @@ def run_one(method: str, clip: Path, output: Path, threads: int) -> dict:
                 out.mux(packet)
     else:
         from autocolor.inference import Colorizer
-        from autocolor.video import StabilizerConfig, colorize_video
+        from autocolor.video import BATCH_FRAMES, StabilizerConfig, colorize_video, merge_frames, predict_frames_ab
 
         colorizer = Colorizer.load()
-        start = time.perf_counter()  # loading the model is not part of the clip's time
+        with av.open(str(clip)) as src:
+            size = (src.streams.video[0].height, src.streams.video[0].width)
+        start = time.perf_counter()
+        gray = np.zeros((BATCH_FRAMES, *size), np.uint16)
+        merge_frames(gray, predict_frames_ab(colorizer, gray))
+        warmup = time.perf_counter() - start
         stabilize = {"per-frame": False, "stabilized": True}.get(method)
         if stabilize is None:  # e.g. "keep=0.6"
             fields = (item.split("=") for item in method.split(","))
             stabilize = StabilizerConfig(**{key: json.loads(value) for key, value in fields})
+        start, cpu = time.perf_counter(), cpu_seconds()
         n = colorize_video(colorizer, clip, output, stabilize=stabilize, progress=False)
     seconds = time.perf_counter() - start
-    return {"fps": n / seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"fps": n / seconds, "cpu_ms": 1000 * (cpu_seconds() - cpu) / n, "warmup_s": warmup,
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def clips(args, tmp: Path):
@@ -197,7 +221,7 @@ def clips(args, tmp: Path):
             yield f"{photo.name} {kind}", clip, lambda photo=photo, kind=kind: truth_frames(photo, kind, args.frames), \
                 known_motion(kind)
     for path in map(Path, args.real):
-        yield path.name, path, lambda path=path: decode_rgb(path), estimated_motion
+        yield path.name, path, lambda path=path: itertools.islice(decode_rgb(path), args.frames), estimated_motion
 
 
 def main() -> int:
@@ -207,7 +231,7 @@ def main() -> int:
     p.add_argument("--kinds", default="pan,zoom", help="motions: pan, zoom")
     p.add_argument("--real", nargs="*", default=[], metavar="VIDEO",
                    help="real color footage: colorized from its gray version, scored against its own colors, "
-                        "flicker measured along DIS flow of the true frames")
+                        "flicker measured along DIS flow of the true frames (the first --frames frames)")
     p.add_argument("--methods", default="copy,per-frame,stabilized",
                    help="copy, per-frame, stabilized, or StabilizerConfig fields such as keep=0.6 "
                         "(separate methods by ';' then)")
@@ -218,38 +242,43 @@ def main() -> int:
     if args.run:
         print(json.dumps(run_one(args.run[0], Path(args.run[1]), Path(args.run[2]), args.threads)))
         return 0
+    import torch
+
+    torch.set_num_threads(args.threads)
     methods = args.methods.split(";") if "=" in args.methods else args.methods.split(",")
-    rows = []
+    rows, load_before = [], os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for name, clip, truths, maps in clips(args, Path(tmp)):
-            rows.append({"clip": name, "method": "truth", **score(None, truths(), maps)})
+            truth = list(lab_frames(truths()))
+            rows.append({"clip": name, "method": "truth", **score(truth, truth, maps)})
             for k, method in enumerate(methods):
                 output = Path(tmp) / f"out-{k}.mp4"
                 run = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--run", method,
                                       str(clip), str(output)], capture_output=True, text=True, check=True)
                 row = {"clip": name, "method": method, **json.loads(run.stdout)}
                 if method != "copy":
-                    row.update(score(output, truths(), maps))
+                    row.update(score(lab_frames(decode_rgb(output)), truth, maps))
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     print(f"{len(args.photos)} photos x {args.kinds} ({args.frames} frames of {WIDTH}x{HEIGHT}) + {len(args.real)} "
-          f"real clips; {args.threads} torch threads, {os.cpu_count()} cores; means over clips\n")
+          f"real clips; {args.threads} torch threads, {os.cpu_count()} cores, load average {load_before:.1f} at "
+          f"the start and {os.getloadavg()[0]:.1f} at the end; means over clips\n")
     print("| method | flicker (mean abs d-ab) | vs per-frame | CIEDE2000 | vs per-frame | frames/s | vs copy "
-          "| peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| CPU ms/frame | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
 
     def mean(method, key):
         values = [r[key] for r in rows if r["method"] == method and key in r]
         return float(np.mean(values)) if values else float("nan")
 
     for method in ["truth"] + methods:
-        fl, de, fps = mean(method, "flicker"), mean(method, "ciede2000"), mean(method, "fps")
+        fl, de, fps, cpu = (mean(method, key) for key in ("flicker", "ciede2000", "fps", "cpu_ms"))
         rss = max((r["rss_mb"] for r in rows if r["method"] == method and "rss_mb" in r), default=float("nan"))
         print(f"| {method} | {fl:.3f} | {fl / mean('per-frame', 'flicker'):.2f}x | {de:.3f} | "
               f"{de / mean('per-frame', 'ciede2000'):.3f}x | {fps:.1f} | {fps / mean('copy', 'fps'):.2f}x "
-              f"| {rss:.0f} |")
+              f"| {cpu:.0f} | {rss:.0f} |")
     return 0
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -82,7 +87,7 @@ def colorizer():
 def test_frames_size_rate_rotation_and_audio_are_kept(colorizer, tmp_path):
     src = make_clip(tmp_path / "clip.mp4", frames=12, rotation=90)
     dst = tmp_path / "out" / "clip.mp4"
-    assert colorizer.colorize_video(src, dst, progress=False) == 12
+    assert colorizer.colorize_video(src, dst, render_size=64, progress=False) == 12
     before, after = probe(src), probe(dst)
     assert after["frames"] == 12 and after["size"] == (64, 48)
     assert after["rate"] == Fraction(24)
@@ -94,10 +99,29 @@ def test_frames_size_rate_rotation_and_audio_are_kept(colorizer, tmp_path):
     assert chroma.max() > 3  # colorized, not a gray copy
 
 
+def test_variable_frame_rate_keeps_every_timestamp(colorizer, tmp_path):
+    src, times = tmp_path / "vfr.mkv", [0.0, 0.04, 0.12, 0.16, 0.3, 0.34]
+    with av.open(str(src), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        video.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(moving_square(i, 64, 48), format="rgb24")
+            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+    dst = tmp_path / "out.mkv"
+    colorize_video(colorizer, src, dst, render_size=64, progress=False)
+    assert probe(src)["pts"] == pytest.approx(times, abs=1e-3)
+    assert probe(dst)["pts"] == pytest.approx(times, abs=1e-3)
+
+
 def test_audio_the_container_cannot_hold_is_reencoded(colorizer, tmp_path):
     src = make_clip(tmp_path / "clip.webm", frames=6, video_codec="libvpx", audio_codec="vorbis")
     dst = tmp_path / "out" / "clip.mp4"
-    colorize_video(colorizer, src, dst, progress=False)
+    colorize_video(colorizer, src, dst, render_size=64, progress=False)
     after = probe(dst)
     assert after["frames"] == 6 and after["audio"] == "aac"
     assert after["audio_seconds"] == pytest.approx(probe(src)["audio_seconds"], abs=0.07)  # AAC pads a frame
@@ -106,7 +130,7 @@ def test_audio_the_container_cannot_hold_is_reencoded(colorizer, tmp_path):
 def test_a_clip_without_audio_is_fine(colorizer, tmp_path):
     src = make_clip(tmp_path / "silent.mkv", frames=5, audio_codec=None)
     dst = tmp_path / "silent.mkv.out.mkv"
-    colorize_video(colorizer, src, dst, progress=False, stabilize=False)
+    colorize_video(colorizer, src, dst, render_size=64, progress=False, stabilize=False)
     assert probe(dst)["frames"] == 5 and probe(dst)["audio"] is None
 
 
@@ -141,7 +165,7 @@ def test_bad_inputs_get_one_line_errors_and_leave_nothing(colorizer, tmp_path):
     for name, reason in bad_inputs(tmp_path / "in").items():
         dst = tmp_path / "out" / name
         with pytest.raises(VideoError) as caught:
-            colorize_video(colorizer, tmp_path / "in" / name, dst, progress=False)
+            colorize_video(colorizer, tmp_path / "in" / name, dst, render_size=64, progress=False)
         message = str(caught.value)
         assert message.startswith(str(tmp_path / "in" / name)) and reason in message and "\n" not in message, message
         assert not dst.parent.exists() or list(dst.parent.iterdir()) == []
@@ -162,7 +186,7 @@ def test_a_failure_mid_clip_leaves_no_file(colorizer, tmp_path, monkeypatch):
     original = video.merge_frames
     monkeypatch.setattr(video, "merge_frames", failing_merge)
     with pytest.raises(RuntimeError, match="simulated"):
-        colorize_video(colorizer, src, tmp_path / "out" / "clip.mp4", progress=False)
+        colorize_video(colorizer, src, tmp_path / "out" / "clip.mp4", render_size=64, progress=False)
     assert list((tmp_path / "out").iterdir()) == []
 
 
@@ -174,7 +198,7 @@ def test_cli_mixes_photos_and_videos_skips_done_and_survives_bad_ones(tmp_path, 
     make_clip(folder / "old.ogv", frames=6, video_codec="libvpx", audio_codec="vorbis", muxer="webm")
     Image.fromarray(moving_square(0, 64, 48)[..., 0]).save(folder / "photo.png")
     out = tmp_path / "out"
-    args = ["colorize", str(folder), "-o", str(out), "--no-progress", "--crf", "20"]
+    args = ["colorize", str(folder), "-o", str(out), "--no-progress", "--crf", "20", "--render-size", "64"]
     assert main(args) == 1  # some inputs failed
     err = capsys.readouterr().err
     for name, reason in bad.items():
@@ -184,9 +208,30 @@ def test_cli_mixes_photos_and_videos_skips_done_and_survives_bad_ones(tmp_path, 
     assert sorted(p.name for p in out.iterdir()) == ["film.mp4", "old.mp4", "photo.png"]
     assert probe(out / "film.mp4")["frames"] == 10 and probe(out / "old.mp4")["frames"] == 6
     stamp = (out / "film.mp4").stat().st_mtime_ns
-    assert main(["colorize", str(folder / "film.mp4"), "-o", str(out), "--no-progress"]) == 0
+    assert main(["colorize", str(folder / "film.mp4"), "-o", str(out), "--no-progress", "--render-size", "64"]) == 0
     assert "done 0, skipped 1" in capsys.readouterr().err
     assert (out / "film.mp4").stat().st_mtime_ns == stamp
+
+
+def test_a_killed_run_leaves_no_file_a_rerun_would_skip(tmp_path):
+    src = make_clip(tmp_path / "film.mp4", frames=150)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "autocolor", "colorize", str(src), "-o", str(out), "--no-progress", "--threads", "1",
+           "--render-size", "64"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:  # kill it once it is writing frames
+        if any(p.stat().st_size > 2000 for p in out.glob(".film.mp4.*")):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "film.mp4").exists() and list(out.glob(".film.mp4.*.part"))
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    assert "done 1, skipped 0" in done.stderr
+    assert probe(out / "film.mp4")["frames"] == 150
 
 
 def panned_photo(shift: int, grain_seed: int):

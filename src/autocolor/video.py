@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -360,13 +361,16 @@ class _Sink:
             for resampled in self.resampler.resample(frame):
                 self.container.mux(self.audio.encode(resampled))
 
-    def write_video(self, rgb: np.ndarray, pts: int, duration: int) -> None:
+    def write_frames(self, rgb: np.ndarray, stamps: list[tuple[int, int]]) -> None:
+        """Encode ``(B, H, W, 3)`` uint8 RGB frames with their (pts, duration)."""
         import av
 
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p", dst_colorspace="ITU601")
-        frame.pts, frame.duration = pts, duration
-        frame.time_base = self.video.codec_context.time_base
-        self.container.mux(self.video.encode(frame))
+        for image, (pts, duration) in zip(rgb, stamps):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame = frame.reformat(format="yuv420p", dst_colorspace="ITU601")
+            frame.pts, frame.duration = pts, duration
+            frame.time_base = self.video.codec_context.time_base
+            self.container.mux(self.video.encode(frame))
 
     def close(self) -> None:
         self.container.mux(self.video.encode(None))
@@ -375,6 +379,12 @@ class _Sink:
                 self.container.mux(self.encoder.encode(resampled))
             self.container.mux(self.encoder.encode(None))
         self.container.close()
+
+    def abandon(self) -> None:
+        try:
+            self.container.close()
+        except Exception:  # the output is being thrown away; the first error is the one to report
+            pass
 
 
 def _decoded(source: _Source, src: Path, on_audio: Callable) -> Iterator:
@@ -393,6 +403,32 @@ def _decoded(source: _Source, src: Path, on_audio: Callable) -> Iterator:
                 yield frame
     except av.error.FFmpegError as exc:
         raise VideoError(f"{src}: broken video stream after frame {index} ({_reason(exc)})") from None
+
+
+class _Background:
+    """Calls run in order on one thread; at most ``depth`` wait, and an error
+    in one is raised by the next :meth:`submit` or by :meth:`finish`."""
+
+    def __init__(self, depth: int = 2) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="autocolor-encode")
+        self._pending: deque = deque()
+        self._depth = depth
+
+    def submit(self, fn: Callable, *args) -> None:
+        self._pending.append(self._pool.submit(fn, *args))
+        while self._pending and (len(self._pending) > self._depth or self._pending[0].done()):
+            self._pending.popleft().result()
+
+    def finish(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+        self._pool.shutdown()
+
+    def abandon(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pending.clear()
 
 
 # ---------------------------------------------------------------- colorize_video
@@ -440,6 +476,9 @@ def colorize_video(
                leave=False, file=sys.stderr)
     sink: _Sink | None = None
     waiting_audio: list = []  # audio packets read before the first frame opened the output
+    # One thread converts to YUV, encodes and muxes behind the model (x264
+    # adds its own threads); at most two batches wait, so memory stays flat.
+    encoder = _Background()
     written = 0
     last_pts = -1
 
@@ -447,19 +486,20 @@ def colorize_video(
         if sink is None:
             waiting_audio.append(packet)
         else:
-            sink.write_audio(packet)
+            encoder.submit(sink.write_audio, packet)
 
     def flush(frames: list) -> None:
         nonlocal written, last_pts
         gray = np.stack([_frame_gray(f.to_ndarray(format="rgb24")) for f in frames])  # (B, H, W) uint16
         ab = stabilizer.steady(gray, lambda i: predict_frames_ab(colorizer, gray[i], render_size, saturation, hints,
                                                                  reference))  # (B, 2, h, w)
-        rgb = merge_frames(gray, ab)
-        for frame, image in zip(frames, rgb):
+        rgb = merge_frames(gray, ab)  # (B, H, W, 3)
+        stamps = []
+        for frame in frames:
             pts = frame.pts if frame.pts is not None else last_pts + 1
-            pts = max(pts, last_pts + 1)  # the encoder refuses repeated timestamps
-            sink.write_video(image, pts, frame.duration or 0)
-            last_pts = pts
+            last_pts = max(pts, last_pts + 1)  # the encoder refuses repeated timestamps
+            stamps.append((last_pts, frame.duration or 0))
+        encoder.submit(sink.write_frames, rgb, stamps)
         written += len(frames)
         bar.update(len(frames))
 
@@ -471,9 +511,9 @@ def colorize_video(
                     if sink is None:
                         sink = _Sink(tmp, muxer, source, frame, crf)
                         for packet in waiting_audio:
-                            sink.write_audio(packet)
+                            encoder.submit(sink.write_audio, packet)
                         waiting_audio.clear()
-                    if batch and (frame.width, frame.height) != (batch[0].width, batch[0].height):
+                    if (frame.width, frame.height) != (sink.video.width, sink.video.height):
                         raise VideoError(f"{src}: the frame size changes mid-stream, which is not supported")
                     batch.append(frame)
                     if len(batch) == batch_frames:
@@ -483,13 +523,12 @@ def colorize_video(
                     flush(batch)
                 if sink is None:
                     raise VideoError(f"{src}: no frames could be decoded")
-                sink.close()
+                encoder.submit(sink.close)
+                encoder.finish()
             except Exception as exc:
+                encoder.abandon()
                 if sink is not None:
-                    try:
-                        sink.container.close()
-                    except Exception:
-                        pass
+                    sink.abandon()
                 if isinstance(exc, VideoError):
                     raise
                 import av
@@ -498,6 +537,7 @@ def colorize_video(
                     raise VideoError(f"{dst}: cannot encode ({_reason(exc)})") from None
                 raise
     finally:
+        encoder.abandon()
         source.container.close()
         bar.close()
     return written
