@@ -224,6 +224,19 @@ def clips(args, tmp: Path):
         yield path.name, path, lambda path=path: itertools.islice(decode_rgb(path), args.frames), estimated_motion
 
 
+def rss_by_length(lengths: list[int], photo: Path, threads: int) -> int:
+    print(f"| frames ({WIDTH}x{HEIGHT}, {photo.name} pan) | frames/s | peak RSS MB |\n|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in lengths:
+            clip, output = Path(tmp) / f"pan-{n}.mp4", Path(tmp) / f"out-{n}.mp4"
+            make_clip(photo, "pan", n, clip)
+            run = subprocess.run([sys.executable, __file__, "--threads", str(threads), "--run", "stabilized",
+                                  str(clip), str(output)], capture_output=True, text=True, check=True)
+            row = json.loads(run.stdout)
+            print(f"| {n} | {row['fps']:.1f} | {row['rss_mb']:.0f} |")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--photos", nargs="*", default=sorted(glob.glob("samples/*.jpg")), help="held-out photos")
@@ -237,6 +250,8 @@ def main() -> int:
                         "(separate methods by ';' then)")
     p.add_argument("--threads", type=int, default=2, help="PyTorch threads")
     p.add_argument("--json", type=Path, help="also write the per-clip rows here")
+    p.add_argument("--rss-frames", default="", metavar="N,N,...",
+                   help="instead: peak RSS of the stabilized path on pans of these lengths (memory must stay flat)")
     p.add_argument("--run", nargs=3, metavar=("METHOD", "CLIP", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.run:
@@ -245,6 +260,8 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.rss_frames:
+        return rss_by_length([int(n) for n in args.rss_frames.split(",")], Path(args.photos[0]), args.threads)
     methods = args.methods.split(";") if "=" in args.methods else args.methods.split(",")
     rows, load_before = [], os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,6 +19,8 @@ pytest.importorskip("cv2")
 
 from autocolor.cli import main  # noqa: E402
 from autocolor.inference import Colorizer  # noqa: E402
+import torch  # noqa: E402
+
 from autocolor.video import VideoError, colorize_video  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -263,3 +265,47 @@ def test_stabilization_lowers_flicker_on_a_panned_clip(colorizer, tmp_path):
 
     per_frame, stabilized = flicker(False), flicker(True)
     assert stabilized < 0.7 * per_frame, (stabilized, per_frame)
+
+
+def scene(t: int, shift: int = 4, gain: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """A 96x128 gray frame (uint16) with a textured square moving ``shift`` pixels
+    a frame over a textured background, and the square's mask at a quarter size."""
+    import cv2
+
+    rng = np.random.default_rng(7)
+    background = cv2.GaussianBlur(rng.uniform(0.2, 0.5, (96, 128)).astype(np.float32), (0, 0), 2)
+    texture = cv2.GaussianBlur(rng.uniform(0.6, 0.9, (32, 32)).astype(np.float32), (0, 0), 1.5)
+    gray = background.copy()
+    left = 16 + shift * t
+    gray[32:64, left : left + 32] = texture
+    mask = np.zeros((24, 32), bool)
+    mask[8:16, left // 4 : left // 4 + 8] = True
+    return (np.clip(gray * gain, 0, 1) * 65535).astype(np.uint16), mask
+
+
+def test_stabilizer_follows_motion_ignores_exposure_flicker_and_restarts_at_cuts():
+    from autocolor.video import ChromaStabilizer
+
+    rng = np.random.default_rng(0)
+    frames = [scene(t, gain=rng.uniform(0.95, 1.05)) for t in range(10)]
+    other = (np.random.default_rng(3).uniform(0, 1, (96, 128)) ** 3 * 65535).astype(np.uint16)  # another shot
+
+    def guess(mask: np.ndarray, noise: float) -> np.ndarray:  # the "network": a = 40 on the square, noisy
+        ab = np.zeros((2, 24, 32), np.float32)
+        ab[0][mask] = 40.0
+        return ab + rng.normal(0, noise, ab.shape).astype(np.float32)
+
+    stabilizer = ChromaStabilizer()
+    gray = np.stack([g for g, _ in frames] + [other])
+    truths = [guess(m, 0) for _, m in frames] + [np.full((2, 24, 32), -30, np.float32)]
+    guesses = [guess(m, 8) for _, m in frames] + [truths[-1]]
+    out = stabilizer.steady(gray, lambda i: torch.from_numpy(np.stack([guesses[k] for k in i]))).numpy()
+    assert stabilizer.cuts == 1  # exposure flicker is not a cut; the new shot is
+    np.testing.assert_array_equal(out[-1], truths[-1])  # a cut starts afresh from the new guess
+    for t in range(5, 10):  # later frames: closer to the truth than the guesses, and the square not left behind
+        _, mask = frames[t]
+        inner = np.zeros_like(mask)
+        inner[9:15] = mask[9:15]
+        inner[:, np.flatnonzero(mask.any(0))[[0, -1]]] = False  # the square's edge columns are half covered
+        assert np.abs(out[t] - truths[t]).mean() < 0.6 * np.abs(guesses[t] - truths[t]).mean()
+        assert out[t][0][inner].mean() > 32 and np.abs(out[t][0][~mask]).mean() < 4

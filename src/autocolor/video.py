@@ -469,8 +469,9 @@ def colorize_video(
 
     src, dst = Path(src), Path(dst)
     muxer = _MUXER_OF_SUFFIX.get(dst.suffix.lower(), "mp4")
-    config = stabilize if isinstance(stabilize, StabilizerConfig) else StabilizerConfig(keep=0.8 if stabilize else 0.0)
-    stabilizer = ChromaStabilizer(config)
+    if not isinstance(stabilize, StabilizerConfig):
+        stabilize = StabilizerConfig() if stabilize else StabilizerConfig(keep=0.0, predict_every=1)
+    stabilizer = ChromaStabilizer(stabilize)
     source = _open_source(src)
     bar = tqdm(total=source.frames or None, unit="frame", desc=src.name, disable=not progress, dynamic_ncols=True,
                leave=False, file=sys.stderr)
