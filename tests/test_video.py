@@ -38,7 +38,8 @@ def make_clip(path: Path, frames: int = 12, w: int = 64, h: int = 48, *, rate: i
     """A clip of ``frames`` frames with a sine tone as long as the video."""
     with av.open(str(path), "w", format=muxer) as out:
         video = out.add_stream(video_codec, rate=rate)
-        video.width, video.height, video.pix_fmt = w, h, "yuv420p"
+        video.width, video.height = w, h
+        video.pix_fmt = "yuv420p" if w % 2 == 0 and h % 2 == 0 else "yuv444p"
         if rotation is not None:
             video.set_display_rotation(rotation)
         audio = None
@@ -129,7 +130,10 @@ def test_audio_the_container_cannot_hold_is_reencoded(colorizer, tmp_path):
     assert after["audio_seconds"] == pytest.approx(probe(src)["audio_seconds"], abs=0.07)  # AAC pads a frame
 
 
-def test_a_clip_without_audio_is_fine(colorizer, tmp_path):
+def test_a_clip_without_audio_or_with_odd_sides_is_fine(colorizer, tmp_path):
+    src = make_clip(tmp_path / "odd.mkv", frames=3, w=65, h=49, video_codec="ffv1", audio_codec=None)
+    colorize_video(colorizer, src, tmp_path / "odd-out.mkv", render_size=64, progress=False)
+    assert probe(tmp_path / "odd-out.mkv")["size"] == (65, 49)
     src = make_clip(tmp_path / "silent.mkv", frames=5, audio_codec=None)
     dst = tmp_path / "silent.mkv.out.mkv"
     colorize_video(colorizer, src, dst, render_size=64, progress=False, stabilize=False)

@@ -321,7 +321,7 @@ class _Sink:
         try:
             self._open(path, muxer, source, first, crf, copy_audio=codec in _COPIED_AUDIO.get(muxer, {codec}))
         except av.error.FFmpegError:
-            self.container.close()
+            self.abandon()
             self._open(path, muxer, source, first, crf, copy_audio=False)
 
     def _open(self, path: Path, muxer: str, source: _Source, first, crf: int, copy_audio: bool) -> None:
@@ -330,7 +330,10 @@ class _Sink:
         self.container = out = av.open(str(path), "w", format=muxer)
         rate = source.video.average_rate or source.video.guessed_rate or Fraction(25)
         video = out.add_stream("libx264", rate=rate, options={"crf": str(crf), "preset": X264_PRESET})
-        video.width, video.height, video.pix_fmt = first.width, first.height, "yuv420p"
+        # 4:2:0 needs even sides; an odd-sized frame keeps its size in 4:4:4 (fine
+        # in players built on FFmpeg, refused by browsers).
+        self.pix_fmt = "yuv420p" if first.width % 2 == 0 and first.height % 2 == 0 else "yuv444p"
+        video.width, video.height, video.pix_fmt = first.width, first.height, self.pix_fmt
         video.codec_context.time_base = source.video.time_base
         video.codec_context.colorspace = 6  # SMPTE 170M: the Rec. 601 matrix the frames are converted with
         video.codec_context.color_range = 1  # limited ("TV") range, what players assume
@@ -367,7 +370,7 @@ class _Sink:
 
         for image, (pts, duration) in zip(rgb, stamps):
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame = frame.reformat(format="yuv420p", dst_colorspace="ITU601")
+            frame = frame.reformat(format=self.pix_fmt, dst_colorspace="ITU601")
             frame.pts, frame.duration = pts, duration
             frame.time_base = self.video.codec_context.time_base
             self.container.mux(self.video.encode(frame))
