@@ -471,80 +471,102 @@ def colorize_video(
     from tqdm import tqdm
 
     src, dst = Path(src), Path(dst)
-    muxer = _MUXER_OF_SUFFIX.get(dst.suffix.lower(), "mp4")
     if not isinstance(stabilize, StabilizerConfig):
         stabilize = StabilizerConfig() if stabilize else StabilizerConfig(keep=0.0, predict_every=1)
     stabilizer = ChromaStabilizer(stabilize)
     source = _open_source(src)
     bar = tqdm(total=source.frames or None, unit="frame", desc=src.name, disable=not progress, dynamic_ncols=True,
                leave=False, file=sys.stderr)
-    sink: _Sink | None = None
-    waiting_audio: list = []  # audio packets read before the first frame opened the output
-    # One thread converts to YUV, encodes and muxes behind the model (x264
-    # adds its own threads); at most two batches wait, so memory stays flat.
-    encoder = _Background()
-    written = 0
-    last_pts = -1
 
-    def on_audio(packet) -> None:
-        if sink is None:
-            waiting_audio.append(packet)
-        else:
-            encoder.submit(sink.write_audio, packet)
-
-    def flush(frames: list) -> None:
-        nonlocal written, last_pts
+    def colorize(frames: list, output: _Output) -> None:
         gray = np.stack([_frame_gray(f.to_ndarray(format="rgb24")) for f in frames])  # (B, H, W) uint16
         ab = stabilizer.steady(gray, lambda i: predict_frames_ab(colorizer, gray[i], render_size, saturation, hints,
                                                                  reference))  # (B, 2, h, w)
-        rgb = merge_frames(gray, ab)  # (B, H, W, 3)
-        stamps = []
-        for frame in frames:
-            pts = frame.pts if frame.pts is not None else last_pts + 1
-            last_pts = max(pts, last_pts + 1)  # the encoder refuses repeated timestamps
-            stamps.append((last_pts, frame.duration or 0))
-        encoder.submit(sink.write_frames, rgb, stamps)
-        written += len(frames)
+        output.write(frames, merge_frames(gray, ab))
         bar.update(len(frames))
 
     try:
         with atomic_output(dst) as tmp:
+            output = _Output(tmp, _MUXER_OF_SUFFIX.get(dst.suffix.lower(), "mp4"), source, crf, src)
             try:
                 batch: list = []
-                for frame in _decoded(source, src, on_audio):
-                    if sink is None:
-                        sink = _Sink(tmp, muxer, source, frame, crf)
-                        for packet in waiting_audio:
-                            encoder.submit(sink.write_audio, packet)
-                        waiting_audio.clear()
-                    if (frame.width, frame.height) != (sink.video.width, sink.video.height):
-                        raise VideoError(f"{src}: the frame size changes mid-stream, which is not supported")
+                for frame in _decoded(source, src, output.audio):
+                    output.open(frame)
                     batch.append(frame)
                     if len(batch) == batch_frames:
-                        flush(batch)
+                        colorize(batch, output)
                         batch = []
                 if batch:
-                    flush(batch)
-                if sink is None:
-                    raise VideoError(f"{src}: no frames could be decoded")
-                encoder.submit(sink.close)
-                encoder.finish()
+                    colorize(batch, output)
+                output.finish()
             except Exception as exc:
-                encoder.abandon()
-                if sink is not None:
-                    sink.abandon()
-                if isinstance(exc, VideoError):
-                    raise
-                import av
-
-                if isinstance(exc, av.error.FFmpegError):
-                    raise VideoError(f"{dst}: cannot encode ({_reason(exc)})") from None
-                raise
+                output.abandon()
+                raise _video_error(exc, dst)
     finally:
-        encoder.abandon()
         source.container.close()
         bar.close()
-    return written
+    return output.written
+
+
+def _video_error(exc: Exception, dst: Path) -> Exception:
+    import av
+
+    if isinstance(exc, av.error.FFmpegError):
+        return VideoError(f"{dst}: cannot encode ({_reason(exc)})")
+    return exc
+
+
+class _Output:
+    """The clip being written: opened by its first frame (size, rotation), then
+    fed in order on one background thread, which converts to YUV, encodes and
+    muxes behind the model (x264 adds its own threads). At most two batches
+    wait there, so memory stays flat."""
+
+    def __init__(self, path: Path, muxer: str, source: _Source, crf: int, src: Path) -> None:
+        self._open_args = (path, muxer, source, crf)
+        self._src = src
+        self._sink: _Sink | None = None
+        self._waiting_audio: list = []  # packets read before the first frame
+        self._encoder = _Background()
+        self._last_pts = -1
+        self.written = 0
+
+    def open(self, frame) -> None:
+        if self._sink is None:
+            path, muxer, source, crf = self._open_args
+            self._sink = _Sink(path, muxer, source, frame, crf)
+            for packet in self._waiting_audio:
+                self._encoder.submit(self._sink.write_audio, packet)
+            self._waiting_audio.clear()
+        elif (frame.width, frame.height) != (self._sink.video.width, self._sink.video.height):
+            raise VideoError(f"{self._src}: the frame size changes mid-stream, which is not supported")
+
+    def audio(self, packet) -> None:
+        if self._sink is None:
+            self._waiting_audio.append(packet)
+        else:
+            self._encoder.submit(self._sink.write_audio, packet)
+
+    def write(self, frames: list, rgb: np.ndarray) -> None:
+        """``frames`` as decoded (for their timestamps) and their ``(B, H, W, 3)`` colors."""
+        stamps = []
+        for frame in frames:
+            pts = frame.pts if frame.pts is not None else self._last_pts + 1
+            self._last_pts = max(pts, self._last_pts + 1)  # the encoder refuses repeated timestamps
+            stamps.append((self._last_pts, frame.duration or 0))
+        self._encoder.submit(self._sink.write_frames, rgb, stamps)
+        self.written += len(frames)
+
+    def finish(self) -> None:
+        if self._sink is None:
+            raise VideoError(f"{self._src}: no frames could be decoded")
+        self._encoder.submit(self._sink.close)
+        self._encoder.finish()
+
+    def abandon(self) -> None:
+        self._encoder.abandon()
+        if self._sink is not None:
+            self._sink.abandon()
 
 
 # ---------------------------------------------------------------- batch runs
