@@ -313,3 +313,16 @@ def test_stabilizer_follows_motion_ignores_exposure_flicker_and_restarts_at_cuts
         inner[:, np.flatnonzero(mask.any(0))[[0, -1]]] = False  # the square's edge columns are half covered
         assert np.abs(out[t] - truths[t]).mean() < 0.6 * np.abs(guesses[t] - truths[t]).mean()
         assert out[t][0][inner].mean() > 32 and np.abs(out[t][0][~mask]).mean() < 4
+
+
+def test_plan_jobs_gives_videos_their_container(tmp_path):
+    from autocolor.inference import plan_jobs
+
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    for name in ["a.mp4", "b.MOV", "sub/c.ogv", "d.mkv", "e.avi", "photo.jpg", "notes.txt"]:
+        (folder / name).write_bytes(b"x")
+    jobs, problems = plan_jobs([str(folder)], tmp_path / "out", fmt="png")
+    targets = {str(j.target.relative_to(tmp_path / "out")): j.fmt for j in jobs}
+    assert targets == {"a.mp4": "video", "b.mov": "video", "sub/c.mp4": "video", "d.mkv": "video",
+                       "e.mp4": "video", "photo.png": "png"} and problems == []
