@@ -181,7 +181,8 @@ def run_one(method: str, clip: Path, output: Path, threads: int) -> dict:
             source = src.streams.video[0]
             stream = out.add_stream("libx264", rate=source.average_rate,
                                     options={"crf": str(DEFAULT_CRF), "preset": X264_PRESET})
-            stream.width, stream.height, stream.pix_fmt = source.width, source.height, "yuv420p"
+            stream.width, stream.height = source.width, source.height
+            stream.pix_fmt = "yuv420p" if source.width % 2 == 0 and source.height % 2 == 0 else "yuv444p"
             n = 0
             for frame in src.decode(video=0):
                 rgb = frame.to_ndarray(format="rgb24")
@@ -271,7 +272,9 @@ def main() -> int:
             for k, method in enumerate(methods):
                 output = Path(tmp) / f"out-{k}.mp4"
                 run = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--run", method,
-                                      str(clip), str(output)], capture_output=True, text=True, check=True)
+                                      str(clip), str(output)], capture_output=True, text=True)
+                if run.returncode:
+                    raise SystemExit(f"{method} on {clip} failed:\n{run.stderr}")
                 row = {"clip": name, "method": method, **json.loads(run.stdout)}
                 if method != "copy":
                     row.update(score(lab_frames(decode_rgb(output)), truth, maps))
