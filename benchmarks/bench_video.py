@@ -160,6 +160,18 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS. Linux's ru_maxrss also counts the parent's RSS at
+    fork time, so it is read from /proc (VmHWM, reset by exec) where there is one."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_one(method: str, clip: Path, output: Path, threads: int) -> dict:
     """One method in this process: frames/s (wall), CPU ms per frame, peak RSS.
 
@@ -210,7 +222,7 @@ def run_one(method: str, clip: Path, output: Path, threads: int) -> dict:
         n = colorize_video(colorizer, clip, output, stabilize=stabilize, progress=False)
     seconds = time.perf_counter() - start
     return {"fps": n / seconds, "cpu_ms": 1000 * (cpu_seconds() - cpu) / n, "warmup_s": warmup,
-            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "rss_mb": peak_rss_mb()}
 
 
 def clips(args, tmp: Path):
@@ -247,8 +259,8 @@ def main() -> int:
                    help="real color footage: colorized from its gray version, scored against its own colors, "
                         "flicker measured along DIS flow of the true frames (the first --frames frames)")
     p.add_argument("--methods", default="copy,per-frame,stabilized",
-                   help="copy, per-frame, stabilized, or StabilizerConfig fields such as keep=0.6 "
-                        "(separate methods by ';' then)")
+                   help="copy, per-frame, stabilized (the defaults), or StabilizerConfig fields such as "
+                        "predict_every=1,keep=0.6 (separate methods by ';' then)")
     p.add_argument("--threads", type=int, default=2, help="PyTorch threads")
     p.add_argument("--json", type=Path, help="also write the per-clip rows here")
     p.add_argument("--rss-frames", default="", metavar="N,N,...",
@@ -282,8 +294,8 @@ def main() -> int:
                 print(json.dumps(row), file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
-    print(f"{len(args.photos)} photos x {args.kinds} ({args.frames} frames of {WIDTH}x{HEIGHT}) + {len(args.real)} "
-          f"real clips; {args.threads} torch threads, {os.cpu_count()} cores, load average {load_before:.1f} at "
+    print(f"{len(args.photos)} photos x {args.kinds} ({args.frames} frames of {WIDTH}x{HEIGHT}), {len(args.real)} "
+          f"real clips (first {args.frames} frames scored); {args.threads} torch threads, {os.cpu_count()} cores, load average {load_before:.1f} at "
           f"the start and {os.getloadavg()[0]:.1f} at the end; means over clips\n")
     print("| method | flicker (mean abs d-ab) | vs per-frame | CIEDE2000 | vs per-frame | frames/s | vs copy "
           "| CPU ms/frame | peak RSS MB |")
