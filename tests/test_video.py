@@ -220,7 +220,7 @@ def test_cli_mixes_photos_and_videos_skips_done_and_survives_bad_ones(tmp_path, 
 
 
 def test_a_killed_run_leaves_no_file_a_rerun_would_skip(tmp_path):
-    src = make_clip(tmp_path / "film.mp4", frames=150)
+    src = make_clip(tmp_path / "film.mp4", frames=600)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "autocolor", "colorize", str(src), "-o", str(out), "--no-progress", "--threads", "1",
            "--render-size", "64"]
@@ -228,7 +228,7 @@ def test_a_killed_run_leaves_no_file_a_rerun_would_skip(tmp_path):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:  # kill it once it is writing frames
-        if any(p.stat().st_size > 2000 for p in out.glob(".film.mp4.*")):
+        if any(p.stat().st_size > 0 for p in out.glob(".film.mp4.*")):
             break
         time.sleep(0.01)
     assert proc.poll() is None, "the run ended before it could be killed"
@@ -237,7 +237,7 @@ def test_a_killed_run_leaves_no_file_a_rerun_would_skip(tmp_path):
     assert not (out / "film.mp4").exists() and list(out.glob(".film.mp4.*.part"))
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     assert "done 1, skipped 0" in done.stderr
-    assert probe(out / "film.mp4")["frames"] == 150
+    assert probe(out / "film.mp4")["frames"] == 600
 
 
 def panned_photo(shift: int, grain_seed: int):
