@@ -205,7 +205,13 @@ def run_one(method: str, clip: Path, output: Path, threads: int) -> dict:
                 out.mux(packet)
     else:
         from autocolor.inference import Colorizer
-        from autocolor.video import BATCH_FRAMES, StabilizerConfig, colorize_video, merge_frames, predict_frames_ab
+        from autocolor.video import (
+            BATCH_FRAMES,
+            StabilizerConfig,
+            colorize_video,
+            merge_frames,
+            predict_frames_ab,
+        )
 
         colorizer = Colorizer.load()
         with av.open(str(clip)) as src:

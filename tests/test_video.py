@@ -17,11 +17,11 @@ from PIL import Image
 av = pytest.importorskip("av")
 pytest.importorskip("cv2")
 
-from autocolor.cli import main  # noqa: E402
-from autocolor.inference import Colorizer  # noqa: E402
-import torch  # noqa: E402
+import torch
 
-from autocolor.video import VideoError, colorize_video  # noqa: E402
+from autocolor.cli import main
+from autocolor.inference import Colorizer
+from autocolor.video import VideoError, colorize_video
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
@@ -253,8 +253,9 @@ def panned_photo(shift: int, grain_seed: int):
 
 
 def test_stabilization_lowers_flicker_on_a_panned_clip(colorizer, tmp_path):
-    from autocolor.color import rgb_to_lab
     import torch
+
+    from autocolor.color import rgb_to_lab
 
     shift = 2
     src = make_clip(tmp_path / "pan.mkv", frames=12, w=128, h=96, audio_codec=None, picture=panned_photo(shift, 0))

@@ -50,7 +50,13 @@ from autocolor.imageio import (
     split_pixels,
 )
 from autocolor.predict import DEFAULT_RENDER_SIZE, predict_rgb, resize, working_size
-from autocolor.video import DEFAULT_CRF, VIDEO_EXTENSIONS, colorize_video_jobs, is_video, output_suffix
+from autocolor.video import (
+    DEFAULT_CRF,
+    VIDEO_EXTENSIONS,
+    colorize_video_jobs,
+    is_video,
+    output_suffix,
+)
 
 BACKENDS = ("torch", "onnxruntime")
 TILE_PIXELS = 1 << 15  # pixels per merged tile: below torch's grain size, and its temporaries stay in cache
