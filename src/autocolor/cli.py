@@ -259,7 +259,7 @@ def _bounded(bounds):
 def _add_colorize(sub: argparse._SubParsersAction) -> None:
     from autocolor import settings as s
 
-    p = sub.add_parser("colorize", help="colorize photos: files, folders (recursively), globs, or - for stdin",
+    p = sub.add_parser("colorize", help="colorize photos and videos: files, folders (recursively), globs, or - for stdin",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns; - reads stdin")
     p.add_argument("-o", "--out", required=True,
@@ -278,6 +278,8 @@ def _add_colorize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=list(s.OUTPUT_FORMATS), default=None,
                    help="output format (default: the output name's, else the input's own; GIF becomes PNG)")
     p.add_argument("--quality", type=_bounded(s.QUALITY), default=92, help="JPEG/WebP quality, 1-100")
+    p.add_argument("--crf", type=_bounded(s.CRF), default=s.DEFAULT_CRF,
+                   help="video: x264 quality factor, lower is finer (18 keeps chroma crisp; 23 blurs it)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace outputs that exist (default: skip those this input gave, report others)")
     p.add_argument("--keep-color", action="store_true", help="copy color inputs as they are instead of recolorizing")
@@ -435,7 +437,7 @@ def _colorize(args: argparse.Namespace, scratch: Path) -> int:
         colorizer, jobs, render_size=args.render_size, saturation=args.saturation, keep_color=args.keep_color,
         overwrite=args.overwrite or single == "-", max_pixels=args.max_pixels, quality=args.quality,
         batch_size=args.batch_size, workers=args.workers, hints=hints, strip_metadata=args.strip_metadata,
-        progress=not args.no_progress and info.main and sys.stderr.isatty(), log=_say,
+        progress=not args.no_progress and info.main and sys.stderr.isatty(), log=_say, crf=args.crf,
     )
     summary.failed[:0] = problems
     summary.files[:0] = [FileResult(str(path), None, "failed", reason) for path, reason in problems]

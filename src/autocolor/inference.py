@@ -54,7 +54,8 @@ from autocolor.imageio import (
     split_pixels,
 )
 from autocolor.pipeline import DEFAULT_RENDER_SIZE, colorize_gray, resize, working_size
-from autocolor.settings import check_number
+from autocolor.settings import VIDEO_EXTENSIONS, check_number
+from autocolor.video import DEFAULT_CRF, colorize_video_jobs, is_video, output_suffix
 
 BACKENDS = ("torch", "onnxruntime")
 BATCH_PIXELS = 4_000_000  # images are batched while their pixels add up to no more than this
@@ -312,6 +313,12 @@ class Colorizer:
         built.check(*pixels.gray.shape)
         return built
 
+    def colorize_video(self, src: str | os.PathLike, dst: str | os.PathLike, **kwargs) -> int:
+        """Colorize a video file into ``dst``; see :func:`autocolor.video.colorize_video`."""
+        from autocolor.video import colorize_video
+
+        return colorize_video(self, src, dst, **kwargs)
+
 
 # ---------------------------------------------------------------- which files go where
 
@@ -401,7 +408,7 @@ def _walk_images(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
         dirs.sort()
         for name in sorted(files):
             path = Path(top) / name
-            if path.suffix.lower() not in INPUT_EXTENSIONS:
+            if path.suffix.lower() not in INPUT_EXTENSIONS + VIDEO_EXTENSIONS:
                 continue
             if path.is_symlink() and not path.exists():
                 problems.append((path, f"a link to {os.readlink(path)}, which does not exist"))
@@ -504,8 +511,9 @@ def plan_jobs(
     claimed: dict[Path, Path] = {}
     sources = {p.resolve() for p, _ in pairs} | (inside_output - ours)
     for source, relative in pairs:
-        out_fmt = output_format_for(source, fmt)
-        target = outdir / relative.with_suffix(OUTPUT_FORMATS[out_fmt][0])
+        out_fmt = "video" if is_video(source) else output_format_for(source, fmt)
+        suffix = output_suffix(source) if out_fmt == "video" else OUTPUT_FORMATS[out_fmt][0]
+        target = outdir / relative.with_suffix(suffix)
         key = target.resolve()
         if key in sources:
             problems.append((source, f"its output {target} would overwrite an input; choose another output folder"))
@@ -641,6 +649,7 @@ def colorize_files(
     log: Callable[[str], None] | None = None,
     hints: Hints | None = None,
     strip_metadata: bool = False,
+    crf: int = DEFAULT_CRF,
 ) -> Summary:
     """Colorize ``jobs``, skipping outputs this very input already gave.
 
@@ -654,8 +663,9 @@ def colorize_files(
     ``LOOKAHEAD_BYTES`` of decoded images wait) and encode behind it
     (Pillow, numpy and torch release the GIL, so threads overlap on a CPU
     without pickling images between processes). Consecutive images of one
-    size and sample type are batched. Each failure, whatever it is, is
-    logged as ``path: reason`` and the run goes on; Ctrl-C stops it with
+    size and sample type are batched. Videos (``fmt`` "video") follow the
+    photos, one at a time. Each failure, whatever it is, is logged as
+    ``path: reason`` and the run goes on; Ctrl-C stops it with
     ``summary.interrupted`` set. ``hints`` apply to every photo (a reference
     photo for a whole album; points must fit each photo). Each output
     carries its input's metadata (:class:`autocolor.imageio.Metadata`)
@@ -692,7 +702,8 @@ def colorize_files(
     pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="autocolor-io")
     reads: deque[Future] = deque()
     writes: deque[tuple[_Decoded, Future, int]] = deque()  # (item, future, bytes of its result)
-    queue = iter(todo)
+    videos = [job for job in todo if job.fmt == "video"]
+    queue = iter([job for job in todo if job.fmt != "video"])
     lookahead = max(2 * batch_size, 2 * workers)
     held = {"batch": 0}  # bytes of decoded images taken from `reads` and not yet colorized
 
@@ -783,6 +794,15 @@ def colorize_files(
             settle_writes(keep=2 * max(1, workers))
             refill()
         settle_writes(keep=0)
+        for job, error in colorize_video_jobs(colorizer, videos, render_size=render_size, saturation=saturation,
+                                              crf=crf, progress=progress, hints=hints):
+            if error is not None:
+                fail(job, error)
+                continue
+            recorder(job, job.target)  # after the rename: a crash just before leaves an unrecorded file, reported
+            summary.done += 1
+            summary.files.append(FileResult(str(job.source), str(job.target), "done", None, None))
+            bar.update(1)
     except KeyboardInterrupt:
         summary.interrupted = True
         for future in reads:
