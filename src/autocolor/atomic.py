@@ -114,7 +114,8 @@ def fsync_folder(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of that id runs on this machine (anyone's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -145,7 +146,7 @@ def remove_stale_temporaries(folder: Path, legacy_names: set[str] = frozenset(),
             continue
         match = _TEMPORARY.match(name)
         if match:
-            stale = match["host"] == host and not _process_alive(int(match["pid"]))
+            stale = match["host"] == host and not process_alive(int(match["pid"]))
         else:
             base, _, token = name[1:-len(TEMPORARY_SUFFIX)].rpartition(".")
             try:

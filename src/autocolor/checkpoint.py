@@ -85,6 +85,16 @@ MAX_JSON_BYTES = 1_000_000  # a model folder's JSON is a few hundred bytes; a tr
 MAX_WEIGHTS_BYTES = 4_000_000_000  # chroma-unet's widest (width 512) is about 1.3 GB
 
 
+def _check_regular_file(path: Path, info: os.stat_result, limit: int) -> None:
+    """Only regular files of at most ``limit`` bytes are read (a FIFO would hang, /dev/zero never end)."""
+    if stat.S_ISDIR(info.st_mode):
+        raise CheckpointError(f"{path}: is a folder, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise CheckpointError(f"{path}: not a regular file (a device, FIFO or socket); refusing to read it")
+    if info.st_size > limit:
+        raise CheckpointError(f"{path}: {info.st_size:,} bytes, over the limit of {limit:,} for this file")
+
+
 def _read_regular(path: Path, limit: int) -> bytes:
     """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes.
 
@@ -98,13 +108,7 @@ def _read_regular(path: Path, limit: int) -> bytes:
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise CheckpointError(f"{path}: is a folder, not a file")
-        if not stat.S_ISREG(info.st_mode):
-            raise CheckpointError(f"{path}: not a regular file (a device, FIFO or socket); refusing to read it")
-        if info.st_size > limit:
-            raise CheckpointError(f"{path}: {info.st_size:,} bytes, over the limit of {limit:,} for this file")
+        _check_regular_file(path, os.fstat(fd), limit)
         with os.fdopen(fd, "rb") as f:
             fd = None
             data = f.read(limit + 1)
@@ -203,12 +207,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: missing") from exc
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    if stat.S_ISDIR(info.st_mode):
-        raise CheckpointError(f"{path}: is a folder, not a file")
-    if not stat.S_ISREG(info.st_mode):
-        raise CheckpointError(f"{path}: not a regular file (a device, FIFO or socket); refusing to read it")
-    if info.st_size > MAX_WEIGHTS_BYTES:
-        raise CheckpointError(f"{path}: {info.st_size:,} bytes, over the limit of {MAX_WEIGHTS_BYTES:,}")
+    _check_regular_file(path, info, MAX_WEIGHTS_BYTES)
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:

@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autocolor.atomic import process_alive
+
 WORKDIR_PREFIX = "autocolor-web-"
 OWNER_FILE = "owner.pid"
 
@@ -208,12 +210,8 @@ def _owner_alive(workdir: Path) -> bool:
         pid = int(pid_text)
     except (OSError, ValueError):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not process_alive(pid):
         return False
-    except PermissionError:
-        return True  # someone else's live process
     return not start or _start_time(pid) == start[0]
 
 
