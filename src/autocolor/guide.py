@@ -382,13 +382,15 @@ def load_points(path: str | os.PathLike) -> list[dict]:
 
 
 def refine_with_hints(ab: torch.Tensor, lightness: torch.Tensor, guide: Guide, decay: float,
-                      shared: bool = False) -> torch.Tensor:
+                      shared: bool = False, stride: int | None = None) -> torch.Tensor:
     """Make a prediction agree with the points: the differences between the
     hints and the predicted ab at the hinted pixels are spread over the image
     by Levin et al.'s optimization with ``decay`` (edge-aware, fading with
     distance) and added. Without hints, ``ab`` comes back unchanged.
     ``shared``: ``decay`` is divided by the number of hinted cells, so one
     point corrects its surroundings and many points, together, the whole image.
+    ``stride``: solve at 1/stride of the working size (finer than ``ab``'s
+    own resolution, at more cost); None solves at ``ab``'s resolution.
 
     Args:
         ab: ``(B, 2, h, w)`` predicted ab (Lab units) at the model's output resolution.
@@ -396,6 +398,10 @@ def refine_with_hints(ab: torch.Tensor, lightness: torch.Tensor, guide: Guide, d
     """
     if not bool(guide.mask.any()):
         return ab
+    if stride is not None:
+        size = (lightness.shape[-2] // stride, lightness.shape[-1] // stride)
+        if tuple(size) != tuple(ab.shape[-2:]):
+            ab = F.interpolate(ab.float(), size=size, mode="bilinear", align_corners=False)
     size = ab.shape[-2:]
     small_l = F.adaptive_avg_pool2d(lightness.float().cpu(), size).numpy()
     weight = F.adaptive_avg_pool2d(guide.mask.float().cpu(), size)

@@ -14,6 +14,7 @@ same path, so a model is judged exactly as it is used.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from autocolor.guide import Guide, Hints, refine_with_hints
 from autocolor.quantize import Decoding
 
 DEFAULT_RENDER_SIZE = 256
+REFINE_STRIDE = 2  # hint corrections are solved at half the working size: finer than the model's 1/4, still fast
 
 
 def working_size(h: int, w: int, render_size: int, multiple: int = 16) -> tuple[int, int]:
@@ -84,10 +86,13 @@ def predict_chroma(
         if not model.guided:
             raise ValueError("this model takes no color hints; use a guided model (the default) or 'levin'")
         guide = guide.to(_device_of(model))
-    ab = model.predict_ab(l_work.to(_device_of(model)), guide, decoding).float().cpu()
     decoding = decoding or model.decoding
-    if guide is not None and decoding.refine_hints and not model.exact_hints:
-        ab = refine_with_hints(ab, l_work, guide.to("cpu"), decoding.hint_decay, shared=True)
+    pointed = guide is not None and bool(guide.mask.any())
+    if pointed:
+        decoding = replace(decoding, chroma_scale=decoding.hint_chroma_scale)
+    ab = model.predict_ab(l_work.to(_device_of(model)), guide, decoding).float().cpu()
+    if pointed and decoding.refine_hints and not model.exact_hints:
+        ab = refine_with_hints(ab, l_work, guide.to("cpu"), decoding.hint_decay, shared=True, stride=REFINE_STRIDE)
     if faces and not model.exact_hints:
         skin = face_guide(lightness, size)
         if skin is not None:

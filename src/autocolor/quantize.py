@@ -139,6 +139,10 @@ class Decoding:
         hint_decay: how fast those corrections fade with distance (0: not at
             all), divided by the number of hinted cells at the output size: one
             point corrects its surroundings, many points the whole image.
+        hint_chroma_scale: ``chroma_scale`` when points or strokes are given.
+            The automatic scale makes up for the timid average of an unsure
+            model; near a user's colors the model is sure, and scaling its ab
+            would carry them past the truth.
     """
 
     temperature: float = 0.38
@@ -146,12 +150,14 @@ class Decoding:
     prior_correction: float = 1.0
     refine_hints: bool = False
     hint_decay: float = 0.01
+    hint_chroma_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.refine_hints, bool):
             raise ValueError(f"decoding refine_hints must be true or false, got {self.refine_hints!r}")
         for name, low, high in (("temperature", 0.01, 10.0), ("chroma_scale", 0.0, 10.0),
-                                ("prior_correction", 0.0, 2.0), ("hint_decay", 0.0, 1.0)):
+                                ("prior_correction", 0.0, 2.0), ("hint_decay", 0.0, 1.0),
+                                ("hint_chroma_scale", 0.0, 10.0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"decoding {name} must be a finite number, got {value!r}")
