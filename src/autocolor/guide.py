@@ -412,6 +412,5 @@ def refine_with_hints(ab: torch.Tensor, lightness: torch.Tensor, guide: Guide, d
     for i in range(ab.shape[0]):
         if given[i].any():
             rate = decay / int(given[i].sum()) if shared else decay
-            spread = levin_colorize(small_l[i, 0], residual[i], given[i], rate)
-            out[i] += torch.from_numpy(spread).to(ab.device)
+            out[i] += torch.from_numpy(levin_colorize(small_l[i, 0], residual[i], given[i], rate)).to(ab.device)
     return out

@@ -58,7 +58,8 @@ def levin_colorize(lightness: np.ndarray, hint_ab: np.ndarray, mask: np.ndarray,
 
     Args:
         lightness: ``(H, W)`` L in [0, 100].
-        hint_ab: ``(2, H, W)`` ab in Lab units where ``mask`` is set (ignored elsewhere).
+        hint_ab: ``(2, H, W)`` ab in Lab units where ``mask`` is set (ignored
+            elsewhere); any ``(C, H, W)`` values spread the same way.
         mask: ``(H, W)`` bool or 0/1: the pixels whose chroma is given.
         decay: 0 for Levin et al.'s system; above 0 each free pixel is also
             pulled towards 0 with this weight, ``(1 + decay) u_r = sum_s w_rs u_s``,
@@ -67,7 +68,7 @@ def levin_colorize(lightness: np.ndarray, hint_ab: np.ndarray, mask: np.ndarray,
             of a prediction rather than colors.
 
     Returns:
-        ``(2, H, W)`` float32 ab in Lab units; equal to ``hint_ab`` on the mask.
+        ``(C, H, W)`` float32, equal to ``hint_ab`` on the mask.
         With no hint at all there is nothing to propagate: all zeros (gray).
 
     >>> lum = np.zeros((4, 6)); lum[:, 3:] = 100.0          # dark left, bright right
@@ -79,23 +80,24 @@ def levin_colorize(lightness: np.ndarray, hint_ab: np.ndarray, mask: np.ndarray,
     """
     mask = np.asarray(mask).astype(bool)
     h, w = lightness.shape
-    if hint_ab.shape != (2, h, w) or mask.shape != (h, w):
-        raise ValueError(f"hint_ab must be (2, {h}, {w}) and mask ({h}, {w}); got {hint_ab.shape}, {mask.shape}")
+    if hint_ab.ndim != 3 or hint_ab.shape[1:] != (h, w) or mask.shape != (h, w):
+        raise ValueError(f"hint_ab must be (C, {h}, {w}) and mask ({h}, {w}); got {hint_ab.shape}, {mask.shape}")
+    channels = hint_ab.shape[0]
     if not mask.any():
-        return np.zeros((2, h, w), dtype=np.float32)
+        return np.zeros((channels, h, w), dtype=np.float32)
     given = mask.reshape(-1)
     # Free pixels: u_r - sum_s w_rs u_s = 0; given pixels: u_r = hint. Eliminating
     # the given pixels leaves a smaller system over the free ones only.
     affinity = affinity_matrix(lightness)
     free = ~given
-    values = hint_ab.reshape(2, -1)[:, given].astype(np.float64).T  # (G, 2)
-    out = np.zeros((h * w, 2))
+    values = hint_ab.reshape(channels, -1)[:, given].astype(np.float64).T  # (G, C)
+    out = np.zeros((h * w, channels))
     out[given] = values
     if free.any():
         system = ((1.0 + decay) * sp.identity(int(free.sum()), format="csr") - affinity[free][:, free]).tocsc()
-        rhs = affinity[free][:, given] @ values  # (F, 2)
+        rhs = affinity[free][:, given] @ values  # (F, C)
         # I - W is a diagonally dominant M-matrix with a symmetric pattern: no pivoting is
         # needed, and a minimum-degree ordering on A + A^T keeps the fill (and the time) small.
         lu = spla.splu(system, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
         out[free] = lu.solve(np.ascontiguousarray(rhs))
-    return out.T.reshape(2, h, w).astype(np.float32)
+    return out.T.reshape(channels, h, w).astype(np.float32)
