@@ -238,7 +238,8 @@ def chroma_for(model, photo: Photo, render_size: int, edit: Edit | None, cache: 
         hints = edit.hints()
         with turn():
             lightness = gray16_to_l(photo.pixels.gray[None])  # (1, 1, H, W)
-            return predict_chroma(model, lightness, render_size, None if hints.empty else hints)
+            # The face prior, as the CLI and the API apply it by default (autocolor.faces).
+            return predict_chroma(model, lightness, render_size, None if hints.empty else hints, faces=True)
 
     return cache.get(key, compute)
 
