@@ -126,8 +126,11 @@ def test_two_process_colorize_writes_each_file_once_like_one_process(tmp_path, f
     assert proc.returncode != 0  # the broken file fails on one rank
     assert "all 2 ranks: done 9, skipped 0 (already written), failed 1" in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.count("broken.png: ") == 1  # reported once, by the rank that had it
-    single = sorted(p.name for p in (tmp_path / "single").iterdir())
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == single and len(single) == 9
+    single = sorted(p.name for p in (tmp_path / "single").iterdir() if not p.name.startswith("."))
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir() if not p.name.startswith(".")) == single
+    assert len(single) == 9
+    records = (tmp_path / "ddp" / ".autocolor-record.jsonl").read_text().splitlines()
+    assert len(records) == 9  # both ranks appended to one record, one whole line per output
     for name in single:
         assert (tmp_path / "single" / name).read_bytes() == (tmp_path / "ddp" / name).read_bytes(), name
     # A second run skips everything already written.

@@ -1,7 +1,7 @@
 """Colorizing video: decode, colorize in batches, steady the chroma along optical flow, encode.
 
->>> colorizer = Colorizer.load()
->>> colorize_video(colorizer, "film.mp4", "out/film.mp4")     # or colorizer.colorize_video(...)
+    colorizer = Colorizer.load()
+    colorize_video(colorizer, "film.mp4", "out/film.mp4")     # or colorizer.colorize_video(...)
 
 Frames stream through at constant memory: PyAV decodes them, each becomes
 Rec. 601 gray, a batch is colorized at the working size
