@@ -2,9 +2,10 @@
 
 For each photo and each number of points (0, 1, 2, 5, 10, 20, 50), the
 points are drawn at seeded random pixels, each giving the mean true ab of
-its 5 x 5 patch at the working size; the sets are nested (the 2 points
-include the 1), so the curve moves with the count, not with the draw. Every
-model gets the same points: the hint-aware network, Levin et al.'s
+its 5 x 5 patch at the working size. The draw is seeded by the photo and
+the count (rows first, then columns), so the sets for different counts share
+their rows' prefix but not their points: they are not nested. Every model
+gets the same points: the hint-aware network, Levin et al.'s
 optimization (``levin``) and automatic models (which ignore hints and give
 one flat line). The reference mode gives the network a global hint: the ab
 histogram of the photo itself (an upper bound) or of another photo of the
@@ -28,7 +29,7 @@ from autocolor.checkpoint import atomic_write_bytes
 from autocolor.color import gray16_to_l, merge_gray_ab, rgb_to_lab
 from autocolor.data import build_splits, parse_spec
 from autocolor.evaluate import EvaluationError, ModelEntry, load_images, resolve_model, sample_indices
-from autocolor.guide import OUTPUT_STRIDE, Guide, ab_histogram, make_guide, point_hints
+from autocolor.guide import OUTPUT_STRIDE, Guide, ab_histogram, make_guide, point_hints, random_centers
 from autocolor.metrics import mean_ciede2000_lab, psnr
 from autocolor.pipeline import predict_chroma, to_gray16
 
@@ -37,11 +38,8 @@ PATCH = 5  # side of each simulated point's patch, in working-size pixels (Zhang
 
 
 def seeded_centers(index: int, h: int, w: int, count: int, seed: int) -> list[tuple[int, int]]:
-    """The first ``count`` of one seeded sequence of pixels for image ``index``."""
-    gen = torch.Generator().manual_seed(seed * 100_003 + index)
-    rows = torch.randint(0, h, (count,), generator=gen).tolist()
-    cols = torch.randint(0, w, (count,), generator=gen).tolist()
-    return list(zip(rows, cols))
+    """``count`` seeded pixels for image ``index`` (the same for every model)."""
+    return random_centers(h, w, count, torch.Generator().manual_seed(seed * 100_003 + index))
 
 
 def simulated_guide(lightness: torch.Tensor, ab: torch.Tensor, first: int, count: int, seed: int,
@@ -173,7 +171,7 @@ def format_hints_markdown(report: dict[str, Any]) -> str:
         f"# Guided colorization: {report['n_images']} {report['split']} photos at {report['size']} px",
         "",
         f"Data `{report['data']}`; points are {report['patch']}x{report['patch']} patch means of the truth at "
-        f"seeded pixels (seed {report['seed']}), nested across counts. Gray copy: CIEDE2000 "
+        f"seeded pixels (seed {report['seed']}), the same for every model. Gray copy: CIEDE2000 "
         f"{report['gray']['ciede2000']:.3f}, PSNR {report['gray']['psnr']:.2f} dB.",
         "",
         "CIEDE2000 (x gray copy) by number of points:",

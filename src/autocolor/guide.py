@@ -60,10 +60,6 @@ class Guide:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return Guide(move(self.ab), move(self.mask), move(self.spread), move(self.reference))
 
-    @property
-    def empty(self) -> bool:
-        return not bool(self.mask.any()) and self.reference is None
-
 
 def empty_guide(batch: int, height: int, width: int, device: torch.device | str = "cpu") -> Guide:
     """No hints: what the automatic mode sees."""
