@@ -21,7 +21,6 @@ import os
 import re
 import struct
 import sys
-import tempfile
 import threading
 import warnings
 import zlib
@@ -819,23 +818,14 @@ def _encode(array: np.ndarray, fmt: str, quality: int, metadata: Metadata | None
 
 
 def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """The package's one atomic writer (:func:`autocolor.atomic.atomic_open`), its errors as ImageError."""
+    from autocolor.atomic import atomic_open
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    except OSError as exc:
-        raise ImageError(f"cannot write to {path.parent} ({exc.strerror or exc})") from exc
-    try:
-        # No fsync: the rename alone protects against a killed run, which is
-        # the case that matters for a batch, and fsync per image is slow.
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(path) as f:
             write(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise ImageError(f"cannot write {path} ({exc.strerror or exc})") from exc
-        raise
+    except OSError as exc:
+        raise ImageError(f"cannot write {path} ({exc.strerror or exc})") from exc
 
 
 def save_image(array: np.ndarray, path: str | os.PathLike, fmt: str | None = None, quality: int = 92,
