@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from autocolor.color import gray_to_l, rgb_to_lab
-from webserver import Server, running_server
+from webserver import Server, final_event, running_server
 
 pytestmark = pytest.mark.slow  # twenty simulated visitors against a real server
 
@@ -91,16 +91,8 @@ def upload(server: Server, name: str, data: bytes) -> str:
 def read_events(server: Server, event_id: str, timeout: float) -> tuple[str, object]:
     """Follow the server-sent events of one call to its end: ("complete" | "error", data)."""
     url = f"{server.url}/gradio_api/call/colorize/{event_id}"
-    event = None
     with urllib.request.urlopen(url, timeout=timeout) as stream:
-        for raw in stream:
-            line = raw.decode().strip()
-            if line.startswith("event:"):
-                event = line.split(":", 1)[1].strip()
-            elif line.startswith("data:") and event in ("complete", "error"):
-                text = line.split(":", 1)[1].strip()
-                return event, json.loads(text) if text and text != "null" else None
-    return "closed", None
+        return final_event(stream)
 
 
 @dataclass

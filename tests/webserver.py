@@ -152,14 +152,19 @@ def call(server: Server, api_name: str, data: list, source: str = "127.0.0.1", t
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout, source_address=(source, 0))
     try:
         conn.request("GET", f"/gradio_api/call/{api_name}/{event_id}")
-        event = None
-        for raw in conn.getresponse():
-            line = raw.decode().strip()
-            if line.startswith("event:"):
-                event = line.split(":", 1)[1].strip()
-            elif line.startswith("data:") and event in ("complete", "error"):
-                text = line.split(":", 1)[1].strip()
-                return event, json.loads(text) if text and text != "null" else None
+        return final_event(conn.getresponse())
     finally:
         conn.close()
+
+
+def final_event(stream) -> tuple[str, object]:
+    """Read Gradio's server-sent events to the call's end: ("complete" | "error", data), or ("closed", None)."""
+    event = None
+    for raw in stream:
+        line = raw.decode().strip()
+        if line.startswith("event:"):
+            event = line.split(":", 1)[1].strip()
+        elif line.startswith("data:") and event in ("complete", "error"):
+            text = line.split(":", 1)[1].strip()
+            return event, json.loads(text) if text and text != "null" else None
     return "closed", None
