@@ -43,7 +43,7 @@ def seeded_centers(index: int, h: int, w: int, count: int, seed: int) -> list[tu
 
 
 def simulated_guide(lightness: torch.Tensor, ab: torch.Tensor, first: int, count: int, seed: int,
-                    reference: torch.Tensor | None = None) -> Guide:
+                    reference: torch.Tensor | None = None, reach: float = 0.0) -> Guide:
     """Points for images ``first .. first + B`` of a sample (``(B, 1, S, S)`` L and ``(B, 2, S, S)`` true ab)."""
     hints, masks = [], []
     for i in range(len(ab)):
@@ -51,7 +51,7 @@ def simulated_guide(lightness: torch.Tensor, ab: torch.Tensor, first: int, count
         hint, mask = point_hints(ab[i], centers, PATCH)
         hints.append(hint)
         masks.append(mask)
-    return make_guide(lightness, torch.stack(hints), torch.stack(masks), reference)
+    return make_guide(lightness, torch.stack(hints), torch.stack(masks), reference, reach)
 
 
 def _scores(entry: ModelEntry, gray16: np.ndarray, truth_rgb: torch.Tensor, truth_lab: torch.Tensor,
@@ -128,7 +128,8 @@ def evaluate_hints(
                 ref = own_hist[part]
             elif reference == "other":
                 ref = own_hist[[partner[i] for i in range(start, min(len(rgb), start + batch_size))]]
-            guide = simulated_guide(gray16_to_l(gray16), truth_lab[part, 1:], start, count, seed, ref)
+            reach = entry.model.spread_reach if entry.model is not None else 0.0
+            guide = simulated_guide(gray16_to_l(gray16), truth_lab[part, 1:], start, count, seed, ref, reach)
             d, p = _scores(entry, gray16, rgb[part], truth_lab[part], size, guide)
             de.append(d)
             ps.append(p)

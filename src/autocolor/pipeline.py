@@ -81,7 +81,7 @@ def predict_chroma(
     if isinstance(hints, Guide):  # already laid out at the working size (evaluation's simulated users)
         guide = hints
     elif hints is not None and not hints.empty:
-        guide = hints.guide(l_work, (h, w), model.bins)
+        guide = hints.guide(l_work, (h, w), model.bins, model.spread_reach)
     if guide is not None:
         if not model.guided:
             raise ValueError("this model takes no color hints; use a guided model (the default) or 'levin'")
