@@ -82,3 +82,20 @@ def test_whole_photo_evaluation_reports_categories_faces_neutral_and_render_size
     assert "| m |" in format_photos_markdown(report)
     json.dumps(report)
     assert np.isfinite(model["categories"]["all"]["ciede2000"])
+
+
+def test_whole_photo_evaluation_from_the_command_line_writes_tables_and_grids(corpus, model_folder, tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--models", f"gray,m={model_folder}", "--data", f"folder:{corpus}",
+                 "--whole-photos", "--n", "0", "--out", str(out)]) == 0
+    assert "whole scenes" in capsys.readouterr().out
+    report = json.loads((out / "photos.json").read_text())
+    labels = [m["label"] for m in report["models"]]
+    assert labels == ["gray", "m", "m + face prior"]
+    with Image.open(out / "scenes.jpg") as grid:
+        # one row per whole scene (up to 12), five columns: gray input, three outputs, truth
+        scenes = sum(1 for m in report["models"][0]["photos"] if m["category"] != "cutout")
+        assert grid.height == min(scenes, 12) * (144 + 4)
+    assert "m + face prior" in (out / "scenes.txt").read_text()

@@ -159,6 +159,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hint-points", metavar="COUNTS",
                    help="instead: guided colorization with this many simulated points per photo, e.g. "
                         "0,1,2,5,10,20,50 (5x5 patch means of the truth, at the first size); models may include levin")
+    p.add_argument("--whole-photos", action="store_true",
+                   help="instead: score whole photos of a folder: corpus (per category, faces with and without the "
+                        "face prior, neutral surfaces, render sizes); --out also gets faces.jpg and scenes.jpg grids")
 
 
 def _numbers(text: str, kind, flag: str) -> list:
@@ -220,11 +223,36 @@ def _run_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_evaluate_photos(args: argparse.Namespace) -> int:
+    import json
+
+    from autocolor.atomic import atomic_write_bytes
+    from autocolor.data import parse_spec
+    from autocolor.evaluate_photos import evaluate_photos, format_photos_markdown
+
+    kind, root = parse_spec(args.data)
+    if kind != "folder":
+        raise SystemExit(f"error: --whole-photos needs a photo corpus, folder:DIR; got {args.data!r}")
+    report = evaluate_photos([m for m in args.models.split(",") if m.strip()], root, split=args.split,
+                             faces=(False, True), limit=args.n or None, grid_dir=args.out)
+    text = format_photos_markdown(report)
+    print(text, end="")
+    if args.out is not None:
+        atomic_write_bytes(args.out / "photos.md", text.encode())
+        atomic_write_bytes(args.out / "photos.json", json.dumps(report, indent=1).encode())
+        print(f"wrote {args.out / 'photos.md'}, photos.json, faces.jpg and scenes.jpg")
+    return 0
+
+
 def _run_evaluate(args: argparse.Namespace) -> int:
     from autocolor.evaluate import EvaluationError, evaluate, format_markdown
 
+    if args.hint_points and args.whole_photos:
+        raise SystemExit("error: choose one of --hint-points and --whole-photos")
     if args.hint_points:
         return _run_evaluate_hints(args)
+    if args.whole_photos:
+        return _run_evaluate_photos(args)
     numbers = _numbers
     try:
         report = evaluate(
