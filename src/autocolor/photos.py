@@ -63,6 +63,7 @@ from autocolor.errors import AutocolorError
 
 __all__ = [
     "BACKGROUND",
+    "CUTOUT_MARGIN",
     "DEFAULT_CACHE_DIR",
     "MANIFEST_COLUMNS",
     "SCENE_CATEGORIES",
@@ -81,6 +82,8 @@ __all__ = [
     "prepare_photo",
     "read_eet",
     "read_rcc",
+    "save_jpeg",
+    "write_manifest",
 ]
 
 log = logging.getLogger(__name__)
@@ -143,7 +146,8 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 ALPHA_MODES = ("bbox", "opaque_rows", "flatten")
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]*")
 _JPEG_QUALITY = 95
-_CUTOUT_MARGIN = 0.06  # margin around a cut-out's bounding box, fraction of its longest side
+CUTOUT_MARGIN = 0.06
+"""Margin around a cut-out's opaque bounding box, as a fraction of its longest side."""
 
 
 class PhotoCorpusError(AutocolorError, RuntimeError):
@@ -637,7 +641,7 @@ def _composite(im: Image.Image, alpha: str, background: tuple[int, int, int]) ->
     if alpha == "bbox":
         box = a.point(lambda v: 255 if v > 8 else 0).getbbox() or (0, 0, *im.size)
         im = im.crop(box)
-        margin = round(_CUTOUT_MARGIN * max(im.size))
+        margin = round(CUTOUT_MARGIN * max(im.size))
         canvas = Image.new("RGBA", (im.width + 2 * margin, im.height + 2 * margin), (*background, 255))
         canvas.alpha_composite(im, (margin, margin))
         return canvas.convert("RGB")
@@ -659,7 +663,8 @@ def _composite(im: Image.Image, alpha: str, background: tuple[int, int, int]) ->
     return canvas.convert("RGB")
 
 
-def _save_jpeg_atomic(im: Image.Image, dest: Path, quality: int = _JPEG_QUALITY) -> None:
+def save_jpeg(im: Image.Image, dest: Path, quality: int = _JPEG_QUALITY) -> None:
+    """Write ``im`` as a corpus JPEG through the package's atomic writer (0644, fsynced)."""
     with atomic_open(dest) as fh:
         im.save(fh, format="JPEG", quality=quality, optimize=True)
 
@@ -677,7 +682,8 @@ def _read_manifest(path: Path) -> dict[str, dict[str, str]]:
         return {}
 
 
-def _write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
+def write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
+    """Write ``manifest.csv`` atomically: :data:`MANIFEST_COLUMNS`, rows by split then file."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
     writer.writeheader()
@@ -794,7 +800,7 @@ def build_photo_corpus(
                             size = done.size
                     else:
                         im = prepare_photo(_local_path(root, src), max_side=max_side, alpha=src.alpha, rotate=src.rotate)
-                        _save_jpeg_atomic(im, dest)
+                        save_jpeg(im, dest)
                         size = im.size
                 except (OSError, ValueError) as exc:
                     _problem(f"cannot convert {src.original_path} from Debian package {package!r}: {exc}", strict)
@@ -811,7 +817,7 @@ def build_photo_corpus(
         if target.parent.name in SPLITS and target.parent.parent == out_dir:
             target.unlink(missing_ok=True)
 
-    _write_manifest(manifest_path, rows)
+    write_manifest(manifest_path, rows)
     return out_dir
 
 
