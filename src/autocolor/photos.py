@@ -250,65 +250,14 @@ def load_sources(path: Path | None = None) -> list[PhotoSource]:
             output file.
     """
     path = Path(path) if path is not None else default_sources_path()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise PhotoCorpusError(f"cannot read photo list {path}: {exc}") from exc
-    items = data.get("photos") if isinstance(data, dict) else data
-    if not isinstance(items, list):
-        raise PhotoCorpusError(f"photo list {path} has no 'photos' list")
-
+    items = _read_entries(path)
     sources: list[PhotoSource] = []
     seen_paths: set[tuple[str, str, str]] = set()
     seen_out: set[str] = set()
     for i, item in enumerate(items):
         where = f"{path.name} entry {i}"
-        if not isinstance(item, dict):
-            raise PhotoCorpusError(f"{where}: not an object")
-        missing = [k for k in ("package", "path", "category", "split", "license") if not item.get(k)]
-        if missing:
-            raise PhotoCorpusError(f"{where}: missing field(s) {', '.join(missing)}")
-        member = str(item["path"]).lstrip("/")
-        inner = str(item.get("member") or "").lstrip(":/")
-        name = item.get("name") or _slug(Path(inner or member).stem)
-        default_group = f"{item['package']}:{member}" + (f":{inner}" if inner else "")
-        category = str(item["category"])
-        scene_category = str(item.get("scene_category") or _SCENE_OF_FINE.get(category, ""))
-        if scene_category not in SCENE_CATEGORIES:
-            raise PhotoCorpusError(
-                f"{where}: scene_category {scene_category or '(none)'!r} is not one of {', '.join(SCENE_CATEGORIES)}"
-                f" (set it for category {category!r})"
-            )
-        people = item.get("people", False)
-        if not isinstance(people, bool):
-            raise PhotoCorpusError(f"{where}: people must be true or false, not {people!r}")
-        rotate = item.get("rotate", 0)
-        if rotate not in (0, 90, 180, 270):
-            raise PhotoCorpusError(f"{where}: rotate must be 0, 90, 180 or 270, not {rotate!r}")
-        src = PhotoSource(
-            package=str(item["package"]),
-            path=member,
-            category=category,
-            split=str(item["split"]),
-            name=str(name),
-            license=str(item["license"]),
-            copyright=str(item.get("copyright", "")),
-            group=str(item.get("group") or default_group),
-            alpha=str(item.get("alpha") or "bbox"),
-            member=inner,
-            scene_category=scene_category,
-            people=people,
-            rotate=rotate,
-        )
-        if src.split not in SPLITS:
-            raise PhotoCorpusError(f"{where}: split {src.split!r} is not one of {', '.join(SPLITS)}")
-        for field, value in (("category", src.category), ("name", src.name)):
-            if not _SLUG.fullmatch(value):
-                raise PhotoCorpusError(f"{where}: {field} {value!r} must match [a-z0-9][a-z0-9-]*")
-        if src.alpha not in ALPHA_MODES:
-            raise PhotoCorpusError(f"{where}: alpha {src.alpha!r} is not one of {', '.join(ALPHA_MODES)}")
-        if ".." in member.split("/") or ".." in inner.split("/"):
-            raise PhotoCorpusError(f"{where}: path {member!r} / member {inner!r} must not contain '..'")
+        src = _source_of_entry(item, where)
+        _check_source(src, where)
         key = (src.package, src.path, src.member)
         if key in seen_paths:
             raise PhotoCorpusError(f"{where}: {src.package}:{src.original_path} is listed twice")
@@ -318,6 +267,72 @@ def load_sources(path: Path | None = None) -> list[PhotoSource]:
         seen_out.add(src.relpath)
         sources.append(src)
     return sources
+
+
+def _read_entries(path: Path) -> list:
+    """The list of entries of a photo list file (a JSON list, or an object's ``"photos"``)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PhotoCorpusError(f"cannot read photo list {path}: {exc}") from exc
+    items = data.get("photos") if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise PhotoCorpusError(f"photo list {path} has no 'photos' list")
+    return items
+
+
+def _source_of_entry(item: object, where: str) -> PhotoSource:
+    """One entry as a :class:`PhotoSource`, its defaults filled in (see :func:`load_sources`)."""
+    if not isinstance(item, dict):
+        raise PhotoCorpusError(f"{where}: not an object")
+    missing = [k for k in ("package", "path", "category", "split", "license") if not item.get(k)]
+    if missing:
+        raise PhotoCorpusError(f"{where}: missing field(s) {', '.join(missing)}")
+    member = str(item["path"]).lstrip("/")
+    inner = str(item.get("member") or "").lstrip(":/")
+    name = item.get("name") or _slug(Path(inner or member).stem)
+    default_group = f"{item['package']}:{member}" + (f":{inner}" if inner else "")
+    category = str(item["category"])
+    scene_category = str(item.get("scene_category") or _SCENE_OF_FINE.get(category, ""))
+    if scene_category not in SCENE_CATEGORIES:
+        raise PhotoCorpusError(
+            f"{where}: scene_category {scene_category or '(none)'!r} is not one of {', '.join(SCENE_CATEGORIES)}"
+            f" (set it for category {category!r})"
+        )
+    people = item.get("people", False)
+    if not isinstance(people, bool):
+        raise PhotoCorpusError(f"{where}: people must be true or false, not {people!r}")
+    rotate = item.get("rotate", 0)
+    if rotate not in (0, 90, 180, 270):
+        raise PhotoCorpusError(f"{where}: rotate must be 0, 90, 180 or 270, not {rotate!r}")
+    return PhotoSource(
+        package=str(item["package"]),
+        path=member,
+        category=category,
+        split=str(item["split"]),
+        name=str(name),
+        license=str(item["license"]),
+        copyright=str(item.get("copyright", "")),
+        group=str(item.get("group") or default_group),
+        alpha=str(item.get("alpha") or "bbox"),
+        member=inner,
+        scene_category=scene_category,
+        people=people,
+        rotate=rotate,
+    )
+
+
+def _check_source(src: PhotoSource, where: str) -> None:
+    """Refuse a source whose split, category, name, alpha mode or path is invalid."""
+    if src.split not in SPLITS:
+        raise PhotoCorpusError(f"{where}: split {src.split!r} is not one of {', '.join(SPLITS)}")
+    for field, value in (("category", src.category), ("name", src.name)):
+        if not _SLUG.fullmatch(value):
+            raise PhotoCorpusError(f"{where}: {field} {value!r} must match [a-z0-9][a-z0-9-]*")
+    if src.alpha not in ALPHA_MODES:
+        raise PhotoCorpusError(f"{where}: alpha {src.alpha!r} is not one of {', '.join(ALPHA_MODES)}")
+    if ".." in src.path.split("/") or ".." in src.member.split("/"):
+        raise PhotoCorpusError(f"{where}: path {src.path!r} / member {src.member!r} must not contain '..'")
 
 
 def _slug(text: str) -> str:
