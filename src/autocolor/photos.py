@@ -782,58 +782,82 @@ def build_photo_corpus(
     by_package: dict[str, list[PhotoSource]] = {}
     for src in entries:
         by_package.setdefault(src.package, []).append(src)
-
     for package, items in by_package.items():
-        todo: list[PhotoSource] = []
-        for src in items:
-            old = old_rows.get(src.relpath)
-            if (out_dir / src.relpath).is_file() and old is not None and old.get("package_version"):
-                rows.append(_row(src, old["package_version"], int(old["width"]), int(old["height"])))
-            else:
-                todo.append(src)
+        kept, todo = _built_and_todo(items, old_rows, out_dir)
+        rows.extend(kept)
         if not todo:
             log.info("%s: all %d photos present", package, len(items))
             continue
+        rows.extend(_build_package(package, todo, out_dir, cache_dir, max_side, strict, workers))
+    _remove_dropped(out_dir, old_rows, {r["file"] for r in rows} | {s.relpath for s in entries})
+    write_manifest(manifest_path, rows)
+    return out_dir
 
-        deb = download_deb(package, cache_dir)
-        version = deb_version(deb)
-        log.info("%s %s: converting %d photos", package, version, len(todo))
-        with tempfile.TemporaryDirectory(prefix="autocolor-deb-") as tmp:
-            root = Path(tmp)
-            missing = set(extract_deb(deb, root, sorted({s.path for s in todo})))
-            for src in todo:
-                if src.path in missing:
-                    _problem(f"{src.path} is not in Debian package {package!r} ({deb.name}); skipped", strict)
-            present = [s for s in todo if s.path not in missing]
-            present = _unpack_members(present, root, package, strict)
 
-            def convert(src: PhotoSource) -> dict[str, str] | None:
-                dest = out_dir / src.relpath
-                try:
-                    if dest.is_file():  # written earlier but not in the manifest
-                        with Image.open(dest) as done:
-                            size = done.size
-                    else:
-                        im = prepare_photo(_local_path(root, src), max_side=max_side, alpha=src.alpha, rotate=src.rotate)
-                        save_jpeg(im, dest)
-                        size = im.size
-                except (OSError, ValueError) as exc:
-                    _problem(f"cannot convert {src.original_path} from Debian package {package!r}: {exc}", strict)
-                    return None
-                return _row(src, version, *size)
+def _built_and_todo(
+    items: list[PhotoSource], old_rows: dict[str, dict[str, str]], out_dir: Path
+) -> tuple[list[dict[str, str]], list[PhotoSource]]:
+    """The manifest rows of photos already built (file and versioned row present), and the photos to build."""
+    rows: list[dict[str, str]] = []
+    todo: list[PhotoSource] = []
+    for src in items:
+        old = old_rows.get(src.relpath)
+        if (out_dir / src.relpath).is_file() and old is not None and old.get("package_version"):
+            rows.append(_row(src, old["package_version"], int(old["width"]), int(old["height"])))
+        else:
+            todo.append(src)
+    return rows, todo
 
-            with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
-                rows.extend(r for r in pool.map(convert, present) if r is not None)
 
-    # Drop outputs of photos that an earlier list had but the current one lacks.
-    current = {r["file"] for r in rows} | {s.relpath for s in entries}
+def _build_package(
+    package: str, todo: list[PhotoSource], out_dir: Path, cache_dir: Path, max_side: int, strict: bool,
+    workers: int | None,
+) -> list[dict[str, str]]:
+    """Download one package, extract the photos ``todo`` names and convert them; their manifest rows."""
+    deb = download_deb(package, cache_dir)
+    version = deb_version(deb)
+    log.info("%s %s: converting %d photos", package, version, len(todo))
+    with tempfile.TemporaryDirectory(prefix="autocolor-deb-") as tmp:
+        root = Path(tmp)
+        missing = set(extract_deb(deb, root, sorted({s.path for s in todo})))
+        for src in todo:
+            if src.path in missing:
+                _problem(f"{src.path} is not in Debian package {package!r} ({deb.name}); skipped", strict)
+        present = [s for s in todo if s.path not in missing]
+        present = _unpack_members(present, root, package, strict)
+
+        def convert(src: PhotoSource) -> dict[str, str] | None:
+            return _convert_photo(src, root, out_dir, package, version, max_side, strict)
+
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
+            return [r for r in pool.map(convert, present) if r is not None]
+
+
+def _convert_photo(
+    src: PhotoSource, root: Path, out_dir: Path, package: str, version: str, max_side: int, strict: bool
+) -> dict[str, str] | None:
+    """Write one extracted photo as a corpus JPEG (unless already there); its manifest row, or None."""
+    dest = out_dir / src.relpath
+    try:
+        if dest.is_file():  # written earlier but not in the manifest
+            with Image.open(dest) as done:
+                size = done.size
+        else:
+            im = prepare_photo(_local_path(root, src), max_side=max_side, alpha=src.alpha, rotate=src.rotate)
+            save_jpeg(im, dest)
+            size = im.size
+    except (OSError, ValueError) as exc:
+        _problem(f"cannot convert {src.original_path} from Debian package {package!r}: {exc}", strict)
+        return None
+    return _row(src, version, *size)
+
+
+def _remove_dropped(out_dir: Path, old_rows: dict[str, dict[str, str]], current: set[str]) -> None:
+    """Delete the outputs of photos that an earlier list had but the current one lacks."""
     for stale in set(old_rows) - current:
         target = out_dir / stale
         if target.parent.name in SPLITS and target.parent.parent == out_dir:
             target.unlink(missing_ok=True)
-
-    write_manifest(manifest_path, rows)
-    return out_dir
 
 
 _MEMBERS_DIR = ".members"  # below the extraction root: archive members written as files
