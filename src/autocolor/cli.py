@@ -141,10 +141,10 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="compare trained models and the grey copy on a data split",
+    p = sub.add_parser("evaluate", help="compare trained models and the gray copy on a data split",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--models", required=True,
-                   help="comma-separated specs: grey, default, a model folder, or LABEL=FOLDER (e.g. cae=runs/cae)")
+                   help="comma-separated specs: gray, default, a model folder, or LABEL=FOLDER (e.g. cae=runs/cae)")
     p.add_argument("--data", required=True, help="cifar10:ROOT, pairs:DIR (color/ + gray/) or folder:DIR")
     p.add_argument("--split", choices=["test", "val"], default="test", help="which split to evaluate on")
     p.add_argument("--sizes", default="32,256", help="comma-separated center-crop sides in pixels")

@@ -1,4 +1,4 @@
-"""Evaluation that anyone can rerun: trained models against the grey copy.
+"""Evaluation that anyone can rerun: trained models against the gray copy.
 
 ``evaluate()`` colorizes the same seeded sample of a data split at each size
 with every model, through :mod:`autocolor.pipeline` (the path the CLI and the
@@ -16,17 +16,17 @@ How the numbers are averaged (also written into results.md):
 - Colorfulness (Hasler and Suesstrunk) is computed per image, then averaged
   over images; the colorfulness ratio is mean output colorfulness over mean
   ground-truth colorfulness (a ratio of means).
-- ``ciede2000_vs_grey``: the model's mean CIEDE2000 over the grey copy's, on
+- ``ciede2000_vs_gray``: the model's mean CIEDE2000 over the gray copy's, on
   the same images at the same size (below 1 beats leaving the photo gray).
 - ``ciede2000_at_colorfulness``: CIEDE2000 interpolated linearly between the
   two neighbouring saturation factors whose colorfulness ratios bracket the
   target; ``None`` where the sweep never reaches it.
 
-Model specs: ``grey`` (the gray input repeated to RGB), ``default`` (the
-shipped weights in ``autocolor/weights/default/``), a model folder (as
-training writes it: ``model.safetensors`` + ``config.json``, or a run folder
-with only ``checkpoints/`` yet, whose newest checkpoint is used), or
-``LABEL=FOLDER`` to name it. A bare registered architecture name is refused:
+Model specs: ``gray`` (the gray input repeated to RGB; ``grey`` is accepted
+too), ``default`` (the shipped weights in ``autocolor/weights/default/``), a
+model folder (as training writes it: ``model.safetensors`` + ``config.json``,
+or a run folder with only ``checkpoints/`` yet, whose newest checkpoint is
+used), or ``LABEL=FOLDER`` to name it. A bare registered architecture name is refused:
 untrained weights measure nothing.
 """
 
@@ -52,7 +52,8 @@ from autocolor.models import available_models, count_parameters
 from autocolor.pipeline import colorize_tensor, predict_chroma, to_gray16
 from autocolor.validation import save_png
 
-GREY = "grey"
+GRAY = "gray"
+GRAY_ALIASES = (GRAY, "grey")  # "grey" was the spec's spelling before; still accepted
 DEFAULT_SIZES = (32, 256)
 DEFAULT_SATURATIONS = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5)
 COLORFULNESS_TARGETS = (0.7, 0.85, 1.0)  # the issue's band starts at 0.7, its stretch band at 0.85
@@ -63,7 +64,7 @@ DEFINITIONS = {
     "ssim": "torchmetrics SSIM (11x11 Gaussian window, sigma 1.5) on the RGB channels, not on L; "
     "per image, then the mean over images",
     "ciede2000": "CIEDE2000 (Sharma et al. 2005) per pixel, mean over pixels per image, then mean over images",
-    "ciede2000_vs_grey": "the model's mean CIEDE2000 over the grey copy's on the same images (below 1 beats gray)",
+    "ciede2000_vs_gray": "the model's mean CIEDE2000 over the gray copy's on the same images (below 1 beats gray)",
     "colorfulness": "Hasler and Suesstrunk (2003) on RGB 0-255 per image, then the mean over images",
     "colorfulness_ratio": "mean output colorfulness / mean ground-truth colorfulness",
     "saturation": "factor on the predicted ab (the pipeline's saturation argument); 1 = as the model predicts",
@@ -80,7 +81,7 @@ class EvaluationError(AutocolorError, ValueError):
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A model to evaluate: ``model`` is None for the grey copy."""
+    """A model to evaluate: ``model`` is None for the gray copy."""
 
     label: str
     model: nn.Module | None
@@ -88,7 +89,7 @@ class ModelEntry:
 
     @property
     def kind(self) -> str:
-        return GREY if self.model is None else self.model.predicts
+        return GRAY if self.model is None else self.model.predicts
 
     @property
     def parameters(self) -> int:
@@ -109,14 +110,14 @@ def _model_folder(path: Path) -> Path:
 
 
 def resolve_model(spec: str, device: torch.device | str = "cpu") -> ModelEntry:
-    """Load the model a spec names: ``grey``, ``default``, ``FOLDER`` or ``LABEL=FOLDER``."""
+    """Load the model a spec names: ``gray``, ``default``, ``FOLDER`` or ``LABEL=FOLDER``."""
     label, sep, location = (part.strip() for part in spec.partition("="))
     if not sep:
-        location = label
+        location = label = GRAY if label in GRAY_ALIASES else label
     if not label or not location:
-        raise EvaluationError(f"bad model spec {spec!r}: use grey, default, a model folder, or LABEL=FOLDER")
-    if location in (GREY, "gray"):
-        return ModelEntry(label, None, "grey copy (gray input repeated to RGB)")
+        raise EvaluationError(f"bad model spec {spec!r}: use gray, default, a model folder, or LABEL=FOLDER")
+    if location in GRAY_ALIASES:
+        return ModelEntry(label, None, "gray copy (gray input repeated to RGB)")
     if location == "levin":
         from autocolor.models import create_model
 
@@ -137,7 +138,7 @@ def resolve_model(spec: str, device: torch.device | str = "cpu") -> ModelEntry:
                 f"pass the folder its training run wrote, e.g. {location}=runs/{location}"
             )
     if not path.exists():
-        raise EvaluationError(f"{spec}: no model folder at {path} (specs: grey, default, FOLDER, LABEL=FOLDER)")
+        raise EvaluationError(f"{spec}: no model folder at {path} (specs: gray, default, FOLDER, LABEL=FOLDER)")
     folder = _model_folder(path)
     model = load_model(folder).to(device).eval()
     return ModelEntry(label, model, str(folder))
@@ -178,7 +179,7 @@ def colorize_at_saturations(
     """``colorize_tensor(model, gray, render_size, saturation=s)`` for each ``s``,
     running the network once: chroma models rescale their predicted ab before
     the merge, RGB models rescale the chroma of their output, both exactly as
-    the pipeline does. The grey copy ignores saturation (gray has no chroma).
+    the pipeline does. The gray copy ignores saturation (gray has no chroma).
 
     Returns a list of ``(B, 3, H, W)`` RGB in [0, 1], one per saturation.
     """
@@ -227,15 +228,15 @@ def _evaluate_size(
     device = rgb.device
     main = saturations.index(1.0)
     truth_cf: list[torch.Tensor] = []
-    grey_de: list[torch.Tensor] = []
+    gray_de: list[torch.Tensor] = []
     truth_lab = torch.empty_like(rgb)  # converted once, compared with every output
     for start in range(0, len(rgb), batch_size):
         batch = slice(start, start + batch_size)
         truth_lab[batch] = rgb_to_lab(rgb[batch])
         truth_cf.append(colorfulness(rgb[batch]).cpu())
-        grey_de.append(mean_ciede2000_lab(rgb_to_lab(gray_to_rgb(gray[batch])), truth_lab[batch]).cpu())
+        gray_de.append(mean_ciede2000_lab(rgb_to_lab(gray_to_rgb(gray[batch])), truth_lab[batch]).cpu())
     truth_colorfulness = _mean(truth_cf)
-    grey_ciede2000 = _mean(grey_de)
+    gray_ciede2000 = _mean(gray_de)
 
     columns = [gray_to_rgb(gray[:grid_rows]).cpu()]
     rows = []
@@ -249,7 +250,7 @@ def _evaluate_size(
             batch_rgb, batch_gray = rgb[start : start + batch_size], gray[start : start + batch_size]
             batch_lab = truth_lab[start : start + batch_size]
             outputs = colorize_at_saturations(entry, batch_gray, size, saturations)
-            scored: dict[int, tuple[torch.Tensor, ...]] = {}  # the grey copy repeats one output
+            scored: dict[int, tuple[torch.Tensor, ...]] = {}  # the gray copy repeats one output
             for k, out in enumerate(outputs):
                 if id(out) not in scored:
                     out_dev = out.to(device)
@@ -291,13 +292,13 @@ def _evaluate_size(
                 "psnr": _mean(scores["psnr"]),
                 "ssim": _mean(scores["ssim"]),
                 "ciede2000": de_main,
-                "ciede2000_vs_grey": de_main / grey_ciede2000 if grey_ciede2000 > 0 else math.nan,
+                "ciede2000_vs_gray": de_main / gray_ciede2000 if gray_ciede2000 > 0 else math.nan,
                 "colorfulness": sweep[main]["colorfulness"],
                 "colorfulness_ratio": sweep[main]["colorfulness_ratio"],
                 "sweep": sweep,
                 "ciede2000_at_colorfulness": at_cf,
-                "ciede2000_at_colorfulness_vs_grey": {
-                    k: (v / grey_ciede2000 if v is not None and grey_ciede2000 > 0 else None) for k, v in at_cf.items()
+                "ciede2000_at_colorfulness_vs_gray": {
+                    k: (v / gray_ciede2000 if v is not None and gray_ciede2000 > 0 else None) for k, v in at_cf.items()
                 },
                 "psnr_at_colorfulness": psnr_at_cf,
             }
@@ -307,7 +308,7 @@ def _evaluate_size(
         "size": size,
         "n_images": len(rgb),
         "truth_colorfulness": truth_colorfulness,
-        "grey_ciede2000": grey_ciede2000,
+        "gray_ciede2000": gray_ciede2000,
         "models": rows,
     }
     return result, columns
@@ -338,7 +339,7 @@ def evaluate(
     """Evaluate ``models`` (specs, see the module docstring) on ``data``.
 
     Args:
-        models: model specs, e.g. ``["grey", "default", "cae=runs/cae"]``.
+        models: model specs, e.g. ``["gray", "default", "cae=runs/cae"]``.
         data: a data spec for :func:`autocolor.data.build_splits`.
         sizes: square center-crop sides; models work at each (chroma models
             render at it, the CIFAR CAE at 32 and is upsampled).
@@ -354,7 +355,7 @@ def evaluate(
 
     Returns:
         A JSON-ready dict: settings, ``definitions`` and, per size in
-        ``results``, the truth's colorfulness, the grey copy's CIEDE2000 and
+        ``results``, the truth's colorfulness, the gray copy's CIEDE2000 and
         one row per model (see :data:`DEFINITIONS` for each number).
     """
     if split not in ("test", "val"):
@@ -451,16 +452,16 @@ def format_markdown(report: dict[str, Any]) -> str:
             f"## {size} x {size} px, {result['n_images']} images",
             "",
             f"Ground-truth colorfulness {result['truth_colorfulness']:.2f}; "
-            f"grey copy's CIEDE2000 {result['grey_ciede2000']:.3f}.",
+            f"gray copy's CIEDE2000 {result['gray_ciede2000']:.3f}.",
             "",
-            "| model | params | PSNR (dB) | SSIM (RGB) | CIEDE2000 | CIEDE2000 / grey "
+            "| model | params | PSNR (dB) | SSIM (RGB) | CIEDE2000 | CIEDE2000 / gray "
             "| colorfulness | truth colorfulness | colorfulness ratio |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in result["models"]:
             lines.append(
                 f"| {row['label']} | {row['parameters']:,} | {_fmt(row['psnr'])} | {_fmt(row['ssim'], 4)} "
-                f"| {_fmt(row['ciede2000'], 3)} | {_fmt(row['ciede2000_vs_grey'], 3)} "
+                f"| {_fmt(row['ciede2000'], 3)} | {_fmt(row['ciede2000_vs_gray'], 3)} "
                 f"| {_fmt(row['colorfulness'])} | {_fmt(result['truth_colorfulness'])} "
                 f"| {_fmt(row['colorfulness_ratio'], 3)} |"
             )
@@ -480,7 +481,7 @@ def format_markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
         lines += [
             "",
-            f"### At equal colorfulness, {size} px: CIEDE2000 (x grey) and PSNR along each model's sweep",
+            f"### At equal colorfulness, {size} px: CIEDE2000 (x gray) and PSNR along each model's sweep",
             "",
             "| model | " + " | ".join(f"colorfulness {t}" for t in targets) + " |",
             "|---|" + "---:|" * len(targets),
@@ -488,7 +489,7 @@ def format_markdown(report: dict[str, Any]) -> str:
         for row in result["models"]:
             cells = []
             for t in targets:
-                value, ratio = row["ciede2000_at_colorfulness"][t], row["ciede2000_at_colorfulness_vs_grey"][t]
+                value, ratio = row["ciede2000_at_colorfulness"][t], row["ciede2000_at_colorfulness_vs_gray"][t]
                 cells.append("unreachable" if value is None else
                              f"{value:.3f} ({_fmt(ratio, 3)}x), {_fmt(row['psnr_at_colorfulness'][t])} dB")
             lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
