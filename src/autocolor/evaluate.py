@@ -225,84 +225,13 @@ def _evaluate_size(
     grid_rows: int,
 ) -> tuple[dict[str, Any], list[torch.Tensor]]:
     """Metrics for every model at one size, plus the grid's columns."""
-    device = rgb.device
-    main = saturations.index(1.0)
-    truth_cf: list[torch.Tensor] = []
-    gray_de: list[torch.Tensor] = []
-    truth_lab = torch.empty_like(rgb)  # converted once, compared with every output
-    for start in range(0, len(rgb), batch_size):
-        batch = slice(start, start + batch_size)
-        truth_lab[batch] = rgb_to_lab(rgb[batch])
-        truth_cf.append(colorfulness(rgb[batch]).cpu())
-        gray_de.append(mean_ciede2000_lab(rgb_to_lab(gray_to_rgb(gray[batch])), truth_lab[batch]).cpu())
-    truth_colorfulness = _mean(truth_cf)
-    gray_ciede2000 = _mean(gray_de)
-
+    truth_lab, truth_colorfulness, gray_ciede2000 = _truth_and_gray_copy(rgb, gray, batch_size)
     columns = [gray_to_rgb(gray[:grid_rows]).cpu()]
     rows = []
     for entry in entries:
-        scores: dict[str, list[torch.Tensor]] = {"psnr": [], "ssim": []}
-        sweep_de: list[list[torch.Tensor]] = [[] for _ in saturations]
-        sweep_cf: list[list[torch.Tensor]] = [[] for _ in saturations]
-        sweep_psnr: list[list[torch.Tensor]] = [[] for _ in saturations]
-        grid_part: list[torch.Tensor] = []
-        for start in range(0, len(rgb), batch_size):
-            batch_rgb, batch_gray = rgb[start : start + batch_size], gray[start : start + batch_size]
-            batch_lab = truth_lab[start : start + batch_size]
-            outputs = colorize_at_saturations(entry, batch_gray, size, saturations)
-            scored: dict[int, tuple[torch.Tensor, ...]] = {}  # the gray copy repeats one output
-            for k, out in enumerate(outputs):
-                if id(out) not in scored:
-                    out_dev = out.to(device)
-                    de = mean_ciede2000_lab(rgb_to_lab(out_dev), batch_lab).cpu()
-                    scored[id(out)] = (de, colorfulness(out_dev).cpu(), psnr(out_dev, batch_rgb).cpu())
-                sweep_de[k].append(scored[id(out)][0])
-                sweep_cf[k].append(scored[id(out)][1])
-                sweep_psnr[k].append(scored[id(out)][2])
-            pred = outputs[main].to(device)
-            scores["psnr"].append(sweep_psnr[main][-1])
-            scores["ssim"].append(ssim(pred, batch_rgb).cpu())
-            if start < grid_rows:
-                grid_part.append(pred[: grid_rows - start].cpu())
-        columns.append(torch.cat(grid_part))
-
-        sweep = []
-        for s, de, cf, ps in zip(saturations, sweep_de, sweep_cf, sweep_psnr):
-            cf_mean = _mean(cf)
-            sweep.append(
-                {
-                    "saturation": s,
-                    "psnr": _mean(ps),
-                    "ciede2000": _mean(de),
-                    "colorfulness": cf_mean,
-                    "colorfulness_ratio": cf_mean / truth_colorfulness if truth_colorfulness > 0 else math.nan,
-                }
-            )
-        ratios = [p["colorfulness_ratio"] for p in sweep]
-        errors = [p["ciede2000"] for p in sweep]
-        at_cf = {f"{t:g}": interpolate_at(ratios, errors, t) for t in COLORFULNESS_TARGETS}
-        psnr_at_cf = {f"{t:g}": interpolate_at(ratios, [p["psnr"] for p in sweep], t) for t in COLORFULNESS_TARGETS}
-        de_main = sweep[main]["ciede2000"]
-        rows.append(
-            {
-                "label": entry.label,
-                "source": entry.source,
-                "kind": entry.kind,
-                "parameters": entry.parameters,
-                "psnr": _mean(scores["psnr"]),
-                "ssim": _mean(scores["ssim"]),
-                "ciede2000": de_main,
-                "ciede2000_vs_gray": de_main / gray_ciede2000 if gray_ciede2000 > 0 else math.nan,
-                "colorfulness": sweep[main]["colorfulness"],
-                "colorfulness_ratio": sweep[main]["colorfulness_ratio"],
-                "sweep": sweep,
-                "ciede2000_at_colorfulness": at_cf,
-                "ciede2000_at_colorfulness_vs_gray": {
-                    k: (v / gray_ciede2000 if v is not None and gray_ciede2000 > 0 else None) for k, v in at_cf.items()
-                },
-                "psnr_at_colorfulness": psnr_at_cf,
-            }
-        )
+        scores, column = _score_model(entry, rgb, gray, truth_lab, size, saturations, batch_size, grid_rows)
+        columns.append(column)
+        rows.append(_model_row(entry, scores, saturations, truth_colorfulness, gray_ciede2000))
     columns.append(rgb[:grid_rows].cpu())
     result = {
         "size": size,
@@ -312,6 +241,112 @@ def _evaluate_size(
         "models": rows,
     }
     return result, columns
+
+
+def _truth_and_gray_copy(rgb: torch.Tensor, gray: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, float, float]:
+    """The truth in Lab (converted once, compared with every output), its colorfulness, the gray copy's CIEDE2000."""
+    truth_cf: list[torch.Tensor] = []
+    gray_de: list[torch.Tensor] = []
+    truth_lab = torch.empty_like(rgb)
+    for start in range(0, len(rgb), batch_size):
+        batch = slice(start, start + batch_size)
+        truth_lab[batch] = rgb_to_lab(rgb[batch])
+        truth_cf.append(colorfulness(rgb[batch]).cpu())
+        gray_de.append(mean_ciede2000_lab(rgb_to_lab(gray_to_rgb(gray[batch])), truth_lab[batch]).cpu())
+    return truth_lab, _mean(truth_cf), _mean(gray_de)
+
+
+def _score_model(
+    entry: ModelEntry,
+    rgb: torch.Tensor,
+    gray: torch.Tensor,
+    truth_lab: torch.Tensor,
+    size: int,
+    saturations: list[float],
+    batch_size: int,
+    grid_rows: int,
+) -> tuple[dict[str, list], torch.Tensor]:
+    """One model's per-image CIEDE2000, colorfulness and PSNR at each saturation (SSIM at 1), and its grid column."""
+    device = rgb.device
+    main = saturations.index(1.0)
+    scores: dict[str, list] = {key: [[] for _ in saturations] for key in ("ciede2000", "colorfulness", "psnr")}
+    scores["ssim"] = []
+    grid_part: list[torch.Tensor] = []
+    for start in range(0, len(rgb), batch_size):
+        batch_rgb, batch_gray = rgb[start : start + batch_size], gray[start : start + batch_size]
+        batch_lab = truth_lab[start : start + batch_size]
+        outputs = colorize_at_saturations(entry, batch_gray, size, saturations)
+        for k, (de, cf, ps) in enumerate(_score_outputs(outputs, batch_rgb, batch_lab)):
+            scores["ciede2000"][k].append(de)
+            scores["colorfulness"][k].append(cf)
+            scores["psnr"][k].append(ps)
+        pred = outputs[main].to(device)
+        scores["ssim"].append(ssim(pred, batch_rgb).cpu())
+        if start < grid_rows:
+            grid_part.append(pred[: grid_rows - start].cpu())
+    return scores, torch.cat(grid_part)
+
+
+def _score_outputs(
+    outputs: list[torch.Tensor], truth_rgb: torch.Tensor, truth_lab: torch.Tensor
+) -> list[tuple[torch.Tensor, ...]]:
+    """Per-image CIEDE2000, colorfulness and PSNR of each output; one repeated (the gray copy's) is scored once."""
+    scored: dict[int, tuple[torch.Tensor, ...]] = {}
+    for out in outputs:
+        if id(out) not in scored:
+            out_dev = out.to(truth_rgb.device)
+            de = mean_ciede2000_lab(rgb_to_lab(out_dev), truth_lab).cpu()
+            scored[id(out)] = (de, colorfulness(out_dev).cpu(), psnr(out_dev, truth_rgb).cpu())
+    return [scored[id(out)] for out in outputs]
+
+
+def _sweep(saturations: list[float], scores: dict[str, list], truth_colorfulness: float) -> list[dict[str, float]]:
+    """One point of the saturation sweep per factor: mean PSNR, CIEDE2000, colorfulness and its ratio to the truth's."""
+    sweep = []
+    for s, de, cf, ps in zip(saturations, scores["ciede2000"], scores["colorfulness"], scores["psnr"]):
+        cf_mean = _mean(cf)
+        sweep.append(
+            {
+                "saturation": s,
+                "psnr": _mean(ps),
+                "ciede2000": _mean(de),
+                "colorfulness": cf_mean,
+                "colorfulness_ratio": cf_mean / truth_colorfulness if truth_colorfulness > 0 else math.nan,
+            }
+        )
+    return sweep
+
+
+def _model_row(
+    entry: ModelEntry, scores: dict[str, list], saturations: list[float], truth_colorfulness: float,
+    gray_ciede2000: float,
+) -> dict[str, Any]:
+    """One model's row of the report: the metrics at saturation 1, the sweep and the values at equal colorfulness."""
+    main = saturations.index(1.0)
+    sweep = _sweep(saturations, scores, truth_colorfulness)
+    ratios = [p["colorfulness_ratio"] for p in sweep]
+    errors = [p["ciede2000"] for p in sweep]
+    at_cf = {f"{t:g}": interpolate_at(ratios, errors, t) for t in COLORFULNESS_TARGETS}
+    psnr_at_cf = {f"{t:g}": interpolate_at(ratios, [p["psnr"] for p in sweep], t) for t in COLORFULNESS_TARGETS}
+    de_main = sweep[main]["ciede2000"]
+    return {
+        "label": entry.label,
+        "source": entry.source,
+        "kind": entry.kind,
+        "parameters": entry.parameters,
+        "psnr": _mean(scores["psnr"][main]),
+        "ssim": _mean(scores["ssim"]),
+        "ciede2000": de_main,
+        "ciede2000_vs_gray": de_main / gray_ciede2000 if gray_ciede2000 > 0 else math.nan,
+        "colorfulness": sweep[main]["colorfulness"],
+        "colorfulness_ratio": sweep[main]["colorfulness_ratio"],
+        "sweep": sweep,
+        "ciede2000_at_colorfulness": at_cf,
+        "ciede2000_at_colorfulness_vs_gray": {
+            k: (v / gray_ciede2000 if v is not None and gray_ciede2000 > 0 else None) for k, v in at_cf.items()
+        },
+        "psnr_at_colorfulness": psnr_at_cf,
+    }
 
 
 def grid_image(columns: list[torch.Tensor]) -> torch.Tensor:
@@ -358,19 +393,30 @@ def evaluate(
         ``results``, the truth's colorfulness, the gray copy's CIEDE2000 and
         one row per model (see :data:`DEFINITIONS` for each number).
     """
-    if split not in ("test", "val"):
-        raise EvaluationError(f"split must be 'test' or 'val', got {split!r}")
-    bad = [s for s in sizes if s < MIN_SIZE]
-    if not sizes or bad:
-        raise EvaluationError(f"sizes must be at least {MIN_SIZE} pixels, got {list(sizes)}")
-    if n is not None and n < 1:
-        raise EvaluationError(f"n must be at least 1 (or None for the whole split), got {n}")
-    if any(not math.isfinite(s) or s < 0 for s in saturations):
-        raise EvaluationError(f"saturations must be finite and >= 0, got {list(saturations)}")
+    _check_settings(sizes, n, split, saturations)
     sweep = sorted({float(s) for s in saturations} | {1.0})
     entries = resolve_models(models, device)
 
-    report: dict[str, Any] = {
+    report = _new_report(data, split, seed, n, sizes, sweep, entries)
+    grids: dict[int, torch.Tensor] = {}
+    for size in sizes:
+        dataset = getattr(build_splits(data, size, seed), split)
+        indices = sample_indices(len(dataset), n, seed)
+        rgb, gray = load_images(dataset, indices)
+        result, columns = _evaluate_size(entries, rgb.to(device), gray.to(device), size, sweep, batch_size, grid_rows)
+        report["results"].append(result)
+        grids[size] = grid_image(columns)
+    if out_dir is not None:
+        _write_report(report, grids, Path(out_dir))
+    return report
+
+
+def _new_report(
+    data: str, split: str, seed: int, n: int | None, sizes: Sequence[int], sweep: list[float],
+    entries: list[ModelEntry],
+) -> dict[str, Any]:
+    """The report's settings, versions and definitions, with no results yet."""
+    return {
         "data": data,
         "split": split,
         "seed": seed,
@@ -383,23 +429,28 @@ def evaluate(
         "definitions": DEFINITIONS,
         "results": [],
     }
-    grids: dict[int, torch.Tensor] = {}
-    for size in sizes:
-        dataset = getattr(build_splits(data, size, seed), split)
-        indices = sample_indices(len(dataset), n, seed)
-        rgb, gray = load_images(dataset, indices)
-        result, columns = _evaluate_size(entries, rgb.to(device), gray.to(device), size, sweep, batch_size, grid_rows)
-        report["results"].append(result)
-        grids[size] = grid_image(columns)
 
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        for size, grid in grids.items():
-            save_png(grid, out / f"grid_{size}.png")
-        atomic_write_bytes(out / "results.json", json.dumps(_json_safe(report), indent=2).encode())
-        atomic_write_bytes(out / "results.md", format_markdown(report).encode())
-    return report
+
+def _check_settings(sizes: Sequence[int], n: int | None, split: str, saturations: Sequence[float]) -> None:
+    """Refuse evaluation settings that cannot work, saying what to pass instead."""
+    if split not in ("test", "val"):
+        raise EvaluationError(f"split must be 'test' or 'val', got {split!r}")
+    bad = [s for s in sizes if s < MIN_SIZE]
+    if not sizes or bad:
+        raise EvaluationError(f"sizes must be at least {MIN_SIZE} pixels, got {list(sizes)}")
+    if n is not None and n < 1:
+        raise EvaluationError(f"n must be at least 1 (or None for the whole split), got {n}")
+    if any(not math.isfinite(s) or s < 0 for s in saturations):
+        raise EvaluationError(f"saturations must be finite and >= 0, got {list(saturations)}")
+
+
+def _write_report(report: dict[str, Any], grids: dict[int, torch.Tensor], out: Path) -> None:
+    """Write grid_SIZE.png, results.json and results.md into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for size, grid in grids.items():
+        save_png(grid, out / f"grid_{size}.png")
+    atomic_write_bytes(out / "results.json", json.dumps(_json_safe(report), indent=2).encode())
+    atomic_write_bytes(out / "results.md", format_markdown(report).encode())
 
 
 def _versions() -> dict[str, str]:
@@ -447,54 +498,71 @@ def format_markdown(report: dict[str, Any]) -> str:
     ]
     for result in report["results"]:
         size = result["size"]
-        lines += [
-            "",
-            f"## {size} x {size} px, {result['n_images']} images",
-            "",
-            f"Ground-truth colorfulness {result['truth_colorfulness']:.2f}; "
-            f"gray copy's CIEDE2000 {result['gray_ciede2000']:.3f}.",
-            "",
-            "| model | params | PSNR (dB) | SSIM (RGB) | CIEDE2000 | CIEDE2000 / gray "
-            "| colorfulness | truth colorfulness | colorfulness ratio |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for row in result["models"]:
-            lines.append(
-                f"| {row['label']} | {row['parameters']:,} | {_fmt(row['psnr'])} | {_fmt(row['ssim'], 4)} "
-                f"| {_fmt(row['ciede2000'], 3)} | {_fmt(row['ciede2000_vs_gray'], 3)} "
-                f"| {_fmt(row['colorfulness'])} | {_fmt(result['truth_colorfulness'])} "
-                f"| {_fmt(row['colorfulness_ratio'], 3)} |"
-            )
-        sats = report["saturations"]
-        targets = [f"{t:g}" for t in report["colorfulness_targets"]]
-        lines += [
-            "",
-            f"### Trade-off at {size} px: CIEDE2000 / colorfulness ratio as ab is scaled",
-            "",
-            "| model | "
-            + " | ".join(f"s={s:g}" for s in sats)
-            + " |",
-            "|---|" + "---:|" * len(sats),
-        ]
-        for row in result["models"]:
-            cells = [f"{_fmt(p['ciede2000'], 3)} / {_fmt(p['colorfulness_ratio'], 3)}" for p in row["sweep"]]
-            lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
-        lines += [
-            "",
-            f"### At equal colorfulness, {size} px: CIEDE2000 (x gray) and PSNR along each model's sweep",
-            "",
-            "| model | " + " | ".join(f"colorfulness {t}" for t in targets) + " |",
-            "|---|" + "---:|" * len(targets),
-        ]
-        for row in result["models"]:
-            cells = []
-            for t in targets:
-                value, ratio = row["ciede2000_at_colorfulness"][t], row["ciede2000_at_colorfulness_vs_gray"][t]
-                cells.append("unreachable" if value is None else
-                             f"{value:.3f} ({_fmt(ratio, 3)}x), {_fmt(row['psnr_at_colorfulness'][t])} dB")
-            lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+        lines += _metrics_table(result)
+        lines += _tradeoff_table(result, report["saturations"])
+        lines += _equal_colorfulness_table(result, [f"{t:g}" for t in report["colorfulness_targets"]])
         columns = " | ".join(["gray", *(row["label"] for row in result["models"]), "truth"])
         lines += ["", f"Grid `grid_{size}.png`: columns {columns}; one row per image (the first of the sample)."]
     lines += ["", "## Definitions", ""]
     lines += [f"- **{name}**: {text}." for name, text in report["definitions"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _metrics_table(result: dict[str, Any]) -> list[str]:
+    """Markdown lines of one size's heading and its metrics table, one row per model."""
+    size = result["size"]
+    lines = [
+        "",
+        f"## {size} x {size} px, {result['n_images']} images",
+        "",
+        f"Ground-truth colorfulness {result['truth_colorfulness']:.2f}; "
+        f"gray copy's CIEDE2000 {result['gray_ciede2000']:.3f}.",
+        "",
+        "| model | params | PSNR (dB) | SSIM (RGB) | CIEDE2000 | CIEDE2000 / gray "
+        "| colorfulness | truth colorfulness | colorfulness ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in result["models"]:
+        lines.append(
+            f"| {row['label']} | {row['parameters']:,} | {_fmt(row['psnr'])} | {_fmt(row['ssim'], 4)} "
+            f"| {_fmt(row['ciede2000'], 3)} | {_fmt(row['ciede2000_vs_gray'], 3)} "
+            f"| {_fmt(row['colorfulness'])} | {_fmt(result['truth_colorfulness'])} "
+            f"| {_fmt(row['colorfulness_ratio'], 3)} |"
+        )
+    return lines
+
+
+def _tradeoff_table(result: dict[str, Any], sats: list[float]) -> list[str]:
+    """Markdown lines of the CIEDE2000 / colorfulness ratio at each saturation factor, one row per model."""
+    lines = [
+        "",
+        f"### Trade-off at {result['size']} px: CIEDE2000 / colorfulness ratio as ab is scaled",
+        "",
+        "| model | "
+        + " | ".join(f"s={s:g}" for s in sats)
+        + " |",
+        "|---|" + "---:|" * len(sats),
+    ]
+    for row in result["models"]:
+        cells = [f"{_fmt(p['ciede2000'], 3)} / {_fmt(p['colorfulness_ratio'], 3)}" for p in row["sweep"]]
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _equal_colorfulness_table(result: dict[str, Any], targets: list[str]) -> list[str]:
+    """Markdown lines of CIEDE2000 (x gray) and PSNR at each target colorfulness ratio, one row per model."""
+    lines = [
+        "",
+        f"### At equal colorfulness, {result['size']} px: CIEDE2000 (x gray) and PSNR along each model's sweep",
+        "",
+        "| model | " + " | ".join(f"colorfulness {t}" for t in targets) + " |",
+        "|---|" + "---:|" * len(targets),
+    ]
+    for row in result["models"]:
+        cells = []
+        for t in targets:
+            value, ratio = row["ciede2000_at_colorfulness"][t], row["ciede2000_at_colorfulness_vs_gray"][t]
+            cells.append("unreachable" if value is None else
+                         f"{value:.3f} ({_fmt(ratio, 3)}x), {_fmt(row['psnr_at_colorfulness'][t])} dB")
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    return lines
