@@ -478,33 +478,56 @@ def plan_jobs(
     for text in inputs:
         path = Path(text)
         if path.is_dir():
-            if outdir.exists() and outdir.resolve() == path.resolve():
-                raise ImageError(f"{outdir}: the output folder is the input folder; choose another one "
-                                 "(inputs are never overwritten)")
-            found, trouble = _walk_images(path)
-            problems.extend(trouble)
-            kept = [f for f in found if not _is_within(f, outdir)]
-            inside_output.update(f.resolve() for f in found if _is_within(f, outdir))
-            if found and not kept:
-                reason = (f"all its {len(found)} images lie inside the output folder {outdir}, which is never "
-                          "scanned for inputs; choose an output folder outside it")
-                problems.append((path, reason))
-            pairs.extend((f, f.relative_to(path)) for f in kept)
+            pairs.extend(_folder_pairs(path, outdir, problems, inside_output))
         elif path.is_file():
             pairs.append((path, Path(path.name)))
         elif path.is_symlink():
             problems.append((path, f"a link to {os.readlink(path)}, which does not exist"))
         elif glob.has_magic(text):
-            base = _glob_base(text)
-            matches = sorted(Path(m) for m in glob.glob(text, recursive=True) if Path(m).is_file())
-            if not matches:
-                problems.append((path, "no files match this pattern"))
-            for found_path in matches:
-                if not _is_within(found_path, outdir):
-                    relative = found_path.relative_to(base) if _is_within(found_path, base) else Path(found_path.name)
-                    pairs.append((found_path, relative))
+            pairs.extend(_glob_pairs(text, outdir, problems))
         else:
             problems.append((path, "no such file or folder"))
+    jobs = _jobs_for_pairs(pairs, outdir, fmt, inside_output, problems)
+    return jobs, problems
+
+
+def _folder_pairs(
+    folder: Path, outdir: Path, problems: list[tuple[Path, str]], inside_output: set[Path]
+) -> list[tuple[Path, Path]]:
+    """An input folder's images with their paths relative to it; those inside ``outdir`` go to ``inside_output``."""
+    if outdir.exists() and outdir.resolve() == folder.resolve():
+        raise ImageError(f"{outdir}: the output folder is the input folder; choose another one "
+                         "(inputs are never overwritten)")
+    found, trouble = _walk_images(folder)
+    problems.extend(trouble)
+    kept = [f for f in found if not _is_within(f, outdir)]
+    inside_output.update(f.resolve() for f in found if _is_within(f, outdir))
+    if found and not kept:
+        reason = (f"all its {len(found)} images lie inside the output folder {outdir}, which is never "
+                  "scanned for inputs; choose an output folder outside it")
+        problems.append((folder, reason))
+    return [(f, f.relative_to(folder)) for f in kept]
+
+
+def _glob_pairs(pattern: str, outdir: Path, problems: list[tuple[Path, str]]) -> list[tuple[Path, Path]]:
+    """A glob's files outside ``outdir``, with their paths relative to its part before the first wildcard."""
+    base = _glob_base(pattern)
+    matches = sorted(Path(m) for m in glob.glob(pattern, recursive=True) if Path(m).is_file())
+    if not matches:
+        problems.append((Path(pattern), "no files match this pattern"))
+    pairs = []
+    for found_path in matches:
+        if not _is_within(found_path, outdir):
+            relative = found_path.relative_to(base) if _is_within(found_path, base) else Path(found_path.name)
+            pairs.append((found_path, relative))
+    return pairs
+
+
+def _jobs_for_pairs(
+    pairs: list[tuple[Path, Path]], outdir: Path, fmt: str | None, inside_output: set[Path],
+    problems: list[tuple[Path, str]],
+) -> list[Job]:
+    """One job per (source, relative path); a target that is an input or another job's is a problem."""
     record = read_record(outdir / RECORD_NAME) if inside_output else {}
     ours = {(outdir / key).resolve() for key in record}
     jobs: list[Job] = []
@@ -522,7 +545,7 @@ def plan_jobs(
         else:
             claimed[key] = source
             jobs.append(Job(source, target, out_fmt, outdir))
-    return jobs, problems
+    return jobs
 
 
 def check_colorize_settings(render_size: int | None = None, saturation: float = 1.0, **others) -> None:
