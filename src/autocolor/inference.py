@@ -25,7 +25,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -697,150 +697,211 @@ def colorize_files(
     Raises:
         ValueError: a setting out of its bounds (see :mod:`autocolor.settings`).
     """
-    from tqdm import tqdm
-
-    from autocolor.atomic import remove_stale_temporaries
-
     check_colorize_settings(render_size, saturation, quality=quality, batch_size=batch_size, workers=workers,
                             max_pixels=max_pixels)
-    summary = Summary()
-    say = log or (lambda text: tqdm.write(text, file=sys.stderr))
-    bar = None
+    run = _BatchRun(colorizer, render_size=render_size, saturation=saturation, keep_color=keep_color,
+                    max_pixels=max_pixels, quality=quality, batch_size=batch_size, workers=workers, progress=progress,
+                    say=log or _write_above_bar, hints=hints, strip_metadata=strip_metadata, crf=crf)
+    todo = _triage(jobs, overwrite, run.summary, run.fail)
+    _remove_stale_temporaries(todo)
+    start = time.perf_counter()
+    run.run(todo)
+    run.summary.seconds = time.perf_counter() - start
+    return run.summary
 
-    def fail(job: Job, reason: str, started: float | None = None) -> None:
-        summary.failed.append((job.source, reason))
-        seconds = time.perf_counter() - started if started else None
-        summary.files.append(FileResult(str(job.source), str(job.target), "failed", reason, seconds))
-        say(printable(f"{job.source}: {reason}"))
-        if bar is not None:
-            bar.update(1)
 
-    todo = _triage(jobs, overwrite, summary, fail)
+def _write_above_bar(text: str) -> None:
+    """Print a line to stderr above the progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(text, file=sys.stderr)
+
+
+def _remove_stale_temporaries(todo: list[Job]) -> None:
+    """Remove the temporary files that killed runs left in the output folders of ``todo``."""
+    from autocolor.atomic import remove_stale_temporaries
+
     for folder in sorted({job.target.parent for job in todo}):
         remove_stale_temporaries(folder, legacy_names={job.target.name for job in todo if job.target.parent == folder})
-    start = time.perf_counter()
-    bar = tqdm(total=len(todo), unit="img", disable=not progress, dynamic_ncols=True, smoothing=0.1)
-    recorder = _Recorder()
 
-    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="autocolor-io")
-    reads: deque[Future] = deque()
-    writes: deque[tuple[_Decoded, Future, int]] = deque()  # (item, future, bytes of its result)
-    videos = [job for job in todo if job.fmt == "video"]
-    queue = iter([job for job in todo if job.fmt != "video"])
-    lookahead = max(2 * batch_size, 2 * workers)
-    held = {"batch": 0}  # bytes of decoded images taken from `reads` and not yet colorized
 
-    def held_bytes() -> int:
-        ready = sum(f.result().nbytes for f in reads if f.done() and not f.cancelled())
-        return ready + held["batch"] + sum(n for _, _, n in writes)
+@dataclass
+class _BatchRun:
+    """One :func:`colorize_files` run: threads decode ahead of the model and encode behind it,
+    and every outcome is counted in ``summary``."""
 
-    def refill() -> None:
-        # Decode at most `workers` at a time, and stop while the decoded images
-        # waiting (plus results waiting to be encoded) pass the byte budget.
-        while len(reads) < lookahead:
-            if reads and (sum(not f.done() for f in reads) >= max(1, workers) or held_bytes() >= LOOKAHEAD_BYTES):
+    colorizer: Colorizer
+    render_size: int | None
+    saturation: float
+    keep_color: bool
+    max_pixels: int
+    quality: int
+    batch_size: int
+    workers: int
+    progress: bool
+    say: Callable[[str], None]
+    hints: Hints | None
+    strip_metadata: bool
+    crf: int
+    summary: Summary = field(default_factory=Summary)
+    recorder: _Recorder = field(default_factory=_Recorder)
+    bar: object = None  # the progress bar, once the jobs to do are known
+    pool: ThreadPoolExecutor | None = None
+    queue: Iterator[Job] = field(default_factory=lambda: iter(()))  # photos not yet submitted for decoding
+    reads: deque[Future] = field(default_factory=deque)  # decodes submitted, in order
+    writes: deque[tuple[_Decoded, Future, int]] = field(default_factory=deque)  # (item, future, bytes of its result)
+    held: int = 0  # bytes of decoded images taken from `reads` and not yet colorized
+
+    def run(self, todo: list[Job]) -> None:
+        """The photos, then the videos one at a time; Ctrl-C stops with ``summary.interrupted`` set."""
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=len(todo), unit="img", disable=not self.progress, dynamic_ncols=True, smoothing=0.1)
+        self.pool = ThreadPoolExecutor(max(1, self.workers), thread_name_prefix="autocolor-io")
+        videos = [job for job in todo if job.fmt == "video"]
+        photos = [job for job in todo if job.fmt != "video"]
+        try:
+            self.photos(photos)
+            self.videos(videos)
+        except KeyboardInterrupt:
+            self.interrupt()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.bar.close()
+
+    def fail(self, job: Job, reason: str, started: float | None = None) -> None:
+        """Count one file's failure and say ``path: reason``."""
+        self.summary.failed.append((job.source, reason))
+        seconds = time.perf_counter() - started if started else None
+        self.summary.files.append(FileResult(str(job.source), str(job.target), "failed", reason, seconds))
+        self.say(printable(f"{job.source}: {reason}"))
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def count_done(self, job: Job, seconds: float | None) -> None:
+        """Count one output written."""
+        self.summary.done += 1
+        self.summary.files.append(FileResult(str(job.source), str(job.target), "done", None, seconds))
+
+    def held_bytes(self) -> int:
+        """Bytes of decoded images waiting for the model and of results waiting to be encoded."""
+        ready = sum(f.result().nbytes for f in self.reads if f.done() and not f.cancelled())
+        return ready + self.held + sum(n for _, _, n in self.writes)
+
+    def refill(self) -> None:
+        """Submit decodes: at most ``workers`` at a time, none while the bytes waiting pass the budget."""
+        while len(self.reads) < max(2 * self.batch_size, 2 * self.workers):
+            if self.reads and (sum(not f.done() for f in self.reads) >= max(1, self.workers)
+                               or self.held_bytes() >= LOOKAHEAD_BYTES):
                 return
-            job = next(queue, None)
+            job = next(self.queue, None)
             if job is None:
                 return
-            reads.append(pool.submit(_decode, job, max_pixels, not strip_metadata))
+            self.reads.append(self.pool.submit(_decode, job, self.max_pixels, not self.strip_metadata))
 
-    def settle_writes(keep: int) -> None:
-        while len(writes) > keep or (writes and sum(n for _, _, n in writes) > LOOKAHEAD_BYTES):
-            item, future, _ = writes.popleft()
+    def settle_writes(self, keep: int) -> None:
+        """Wait for the oldest encodes until ``keep`` at most (and under the byte budget) are under way."""
+        while len(self.writes) > keep or (self.writes and sum(n for _, _, n in self.writes) > LOOKAHEAD_BYTES):
+            item, future, _ = self.writes.popleft()
             try:
                 future.result()
             except ImageError as exc:
-                fail(item.job, str(exc), item.started)
+                self.fail(item.job, str(exc), item.started)
             except Exception as exc:  # noqa: BLE001 - a per-file problem must never end the batch
-                fail(item.job, f"cannot encode ({type(exc).__name__}: {_one_line(exc)})", item.started)
+                self.fail(item.job, f"cannot encode ({type(exc).__name__}: {_one_line(exc)})", item.started)
             else:
-                summary.done += 1
-                summary.files.append(FileResult(str(item.job.source), str(item.job.target), "done", None,
-                                                time.perf_counter() - item.started))
-                bar.update(1)
+                self.count_done(item.job, time.perf_counter() - item.started)
+                self.bar.update(1)
 
-    def write(item: _Decoded, rgb: np.ndarray, kept: bool = False) -> None:
-        future = pool.submit(_encode, item.job, rgb, quality, recorder, item.metadata, kept)
-        writes.append((item, future, rgb.nbytes))
+    def write(self, item: _Decoded, rgb: np.ndarray, kept: bool = False) -> None:
+        """Submit the encoding and writing of one output."""
+        future = self.pool.submit(_encode, item.job, rgb, self.quality, self.recorder, item.metadata, kept)
+        self.writes.append((item, future, rgb.nbytes))
 
-    def usable(item: _Decoded) -> bool:
+    def usable(self, item: _Decoded) -> bool:
+        """Whether a decoded item can be colorized; say its notes, or fail it."""
         if item.error is not None:
-            fail(item.job, item.error, item.started)
+            self.fail(item.job, item.error, item.started)
             return False
         for note in item.notes:
-            say(printable(f"{item.job.source}: {note}"))
+            self.say(printable(f"{item.job.source}: {note}"))
         if item.pixels.color:
-            summary.converted += 1
-            if summary.converted == 1 and not keep_color:
-                say(printable(f"{item.job.source}: in color; colorizing its gray version (--keep-color leaves "
-                              "color images as they are; further color inputs are counted, not listed)"))
+            self.summary.converted += 1
+            if self.summary.converted == 1 and not self.keep_color:
+                self.say(printable(f"{item.job.source}: in color; colorizing its gray version (--keep-color leaves "
+                                   "color images as they are; further color inputs are counted, not listed)"))
         return True
 
-    try:
+    def photos(self, jobs: list[Job]) -> None:
+        """Decode, colorize in batches and encode the photos ``jobs``."""
+        self.queue = iter(jobs)
         carry: _Decoded | None = None
-        refill()
-        while carry is not None or reads:
-            batch: list[_Decoded] = []
-            if carry is not None:
-                batch.append(carry)
-                carry = None
-            while reads and len(batch) < batch_size:
-                item = reads.popleft().result()
-                if not usable(item):
-                    refill()
-                    continue
-                if keep_color and item.pixels.color:
-                    write(item, join_alpha(item.pixels.rgb, item.pixels.alpha), kept=True)
-                    refill()
-                    continue
-                if batch and not _batchable(batch, item):
-                    carry = item
-                    held["batch"] += item.nbytes
-                    break
-                batch.append(item)
-                held["batch"] += item.nbytes
-                refill()
+        self.refill()
+        while carry is not None or self.reads:
+            batch, carry = self.next_batch(carry)
             if not batch:
-                refill()
+                self.refill()
                 continue
-            try:
-                results = colorizer.colorize_pixels([b.pixels for b in batch], render_size, saturation, hints)
-            except Exception as exc:  # noqa: BLE001 - onnxruntime's errors, MemoryError, ...: this batch only
-                results = None
-                for item in batch:
-                    fail(item.job, f"colorizing failed ({type(exc).__name__}: {_one_line(exc)})", item.started)
-            held["batch"] = carry.nbytes if carry is not None else 0
-            for item, rgb in zip(batch, results or ()):
-                write(item, rgb)
-            batch.clear()
-            settle_writes(keep=2 * max(1, workers))
-            refill()
-        settle_writes(keep=0)
-        for job, error in colorize_video_jobs(colorizer, videos, render_size=render_size, saturation=saturation,
-                                              crf=crf, progress=progress, hints=hints):
+            self.colorize_batch(batch, carry)
+            self.settle_writes(keep=2 * max(1, self.workers))
+            self.refill()
+        self.settle_writes(keep=0)
+
+    def next_batch(self, carry: _Decoded | None) -> tuple[list[_Decoded], _Decoded | None]:
+        """Decoded images of one size and type for one batch, from ``carry`` on, and the first
+        that did not fit (carried to the next batch); kept color inputs go straight to the encoders."""
+        batch: list[_Decoded] = [] if carry is None else [carry]
+        while self.reads and len(batch) < self.batch_size:
+            item = self.reads.popleft().result()
+            if not self.usable(item):
+                self.refill()
+                continue
+            if self.keep_color and item.pixels.color:
+                self.write(item, join_alpha(item.pixels.rgb, item.pixels.alpha), kept=True)
+                self.refill()
+                continue
+            if batch and not _batchable(batch, item):
+                self.held += item.nbytes
+                return batch, item
+            batch.append(item)
+            self.held += item.nbytes
+            self.refill()
+        return batch, None
+
+    def colorize_batch(self, batch: list[_Decoded], carry: _Decoded | None) -> None:
+        """Colorize one batch and submit its outputs; any error fails this batch only."""
+        try:
+            results = self.colorizer.colorize_pixels([b.pixels for b in batch], self.render_size, self.saturation,
+                                                     self.hints)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's errors, MemoryError, ...: this batch only
+            results = None
+            for item in batch:
+                self.fail(item.job, f"colorizing failed ({type(exc).__name__}: {_one_line(exc)})", item.started)
+        self.held = carry.nbytes if carry is not None else 0
+        for item, rgb in zip(batch, results or ()):
+            self.write(item, rgb)
+
+    def videos(self, jobs: list[Job]) -> None:
+        """Colorize the videos ``jobs`` one at a time, each recorded once it has its name."""
+        for job, error in colorize_video_jobs(self.colorizer, jobs, render_size=self.render_size,
+                                              saturation=self.saturation, crf=self.crf, progress=self.progress,
+                                              hints=self.hints):
             if error is not None:
-                fail(job, error)
+                self.fail(job, error)
                 continue
-            recorder(job, job.target)  # after the rename: a crash just before leaves an unrecorded file, reported
-            summary.done += 1
-            summary.files.append(FileResult(str(job.source), str(job.target), "done", None, None))
-            bar.update(1)
-    except KeyboardInterrupt:
-        summary.interrupted = True
-        for future in reads:
+            self.recorder(job, job.target)  # after the rename: a crash just before leaves an unrecorded file, reported
+            self.count_done(job, None)
+            self.bar.update(1)
+
+    def interrupt(self) -> None:
+        """After Ctrl-C: cancel the decodes, let the encodes under way finish whole and count them."""
+        self.summary.interrupted = True
+        for future in self.reads:
             future.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)  # writes under way finish whole
-        for item, future, _ in writes:
+        self.pool.shutdown(wait=True, cancel_futures=True)  # writes under way finish whole
+        for item, future, _ in self.writes:
             if future.done() and not future.cancelled() and future.exception() is None:
-                summary.done += 1
-                summary.files.append(FileResult(str(item.job.source), str(item.job.target), "done", None,
-                                                time.perf_counter() - item.started))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
-    summary.seconds = time.perf_counter() - start
-    return summary
+                self.count_done(item.job, time.perf_counter() - item.started)
 
 
 def _batchable(batch: list[_Decoded], item: _Decoded) -> bool:
