@@ -378,55 +378,19 @@ def _run_colorize(args: argparse.Namespace) -> int:
 
 
 def _colorize(args: argparse.Namespace, scratch: Path) -> int:
-    from autocolor.settings import OUTPUT_FORMATS, SUFFIX_FORMATS
-
+    """Colorize what the arguments name (stdin read into ``scratch``); the exit code."""
     single = _single_target(args)
     if single == "-" and args.json:
         raise SystemExit("error: --json prints to stdout, which -o - already uses; write the image to a file")
     import torch
 
-    from autocolor.distributed import all_sum, init_distributed, shard
-    from autocolor.guide import HintError, Hints, load_points
-    from autocolor.imageio import ImageError
-    from autocolor.inference import (
-        Colorizer,
-        FileResult,
-        Job,
-        colorize_files,
-        plan_jobs,
-    )
+    from autocolor.distributed import init_distributed, shard
+    from autocolor.guide import HintError
+    from autocolor.inference import Colorizer, colorize_files
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    paths = list(args.paths)
-    if paths == ["-"]:
-        data = sys.stdin.buffer.read()
-        stdin_format = _sniff_format(data)
-        (scratch / "stdin").write_bytes(data)
-        paths = [str(scratch / "stdin")]
-    if single is None:
-        out = Path(args.out)
-        jobs, problems = plan_jobs(paths, out, args.format)
-    else:
-        source = Path(paths[0])
-        if single == "-":
-            fmt = args.format or (stdin_format if args.paths == ["-"] else _output_format(source))
-            target = scratch / f"stdout.{fmt}"
-        else:
-            target = Path(single)
-            named = SUFFIX_FORMATS.get(target.suffix.lower())
-            if named is None:
-                raise SystemExit(f"error: -o {target}: cannot write {target.suffix} files; name the output "
-                                 f".png, .jpg, .webp, .tif or .bmp")
-            if args.format is not None and args.format != named:
-                raise SystemExit(f"error: -o {target} names a {named} file but --format is {args.format}; "
-                                 "drop one of them")
-            fmt = named
-            if target.exists() and target.resolve() == source.resolve():
-                raise SystemExit(f"error: -o {target} is the input itself; inputs are never overwritten")
-        assert fmt in OUTPUT_FORMATS
-        jobs, problems = [Job(source, target, fmt)], []
-        out = target.parent
+    jobs, problems, out = _plan_colorize(args, single, scratch)
     for path, reason in problems:
         _say(f"{path}: {reason}")
     if not jobs:
@@ -437,20 +401,7 @@ def _colorize(args: argparse.Namespace, scratch: Path) -> int:
     except OSError as exc:
         _say(f"error: {out}: cannot create the output folder ({exc.strerror or exc})")
         return 2
-    hints = None
-    if args.hints or args.scribbles or args.reference:
-        points = load_points(args.hints) if args.hints else []
-        try:
-            Hints.build(points)
-        except HintError as exc:
-            raise HintError(f"{args.hints}: {exc}") from None
-        scribble = _image_arg(args.scribbles, "--scribbles", ImageError)
-        reference = _image_arg(args.reference, "--reference", ImageError)
-        try:
-            hints = Hints.build(points, scribble, reference)
-        except HintError as exc:
-            flag, path = ("--scribbles", args.scribbles) if "scribble" in str(exc) else ("--reference", args.reference)
-            raise HintError(f"{flag} {path}: {exc}") from None
+    hints = _read_hints(args)
     # Under torchrun each rank takes every world-th file (each done exactly once)
     # on its own GPU; a lone process is a world of one.
     device_name = "cpu" if args.backend == "onnxruntime" and args.device == "auto" else args.device
@@ -467,6 +418,79 @@ def _colorize(args: argparse.Namespace, scratch: Path) -> int:
         batch_size=args.batch_size, workers=args.workers, hints=hints, strip_metadata=args.strip_metadata,
         progress=not args.no_progress and info.main and sys.stderr.isatty(), log=_say, crf=args.crf,
     )
+    return _report_colorize(args, summary, problems, jobs, single, info)
+
+
+def _plan_colorize(args: argparse.Namespace, single: str | None, scratch: Path) -> tuple[list, list, Path]:
+    """The jobs (stdin saved into ``scratch`` first), the inputs that could not be planned, and the output folder."""
+    from autocolor.inference import Job, plan_jobs
+
+    paths = list(args.paths)
+    stdin_format = None
+    if paths == ["-"]:
+        data = sys.stdin.buffer.read()
+        stdin_format = _sniff_format(data)
+        (scratch / "stdin").write_bytes(data)
+        paths = [str(scratch / "stdin")]
+    if single is None:
+        out = Path(args.out)
+        jobs, problems = plan_jobs(paths, out, args.format)
+        return jobs, problems, out
+    source = Path(paths[0])
+    target, fmt = _single_output(args, single, source, scratch, stdin_format)
+    return [Job(source, target, fmt)], [], target.parent
+
+
+def _single_output(args: argparse.Namespace, single: str, source: Path, scratch: Path,
+                   stdin_format: str | None) -> tuple[Path, str]:
+    """The one output file and its format: a scratch file for stdout, or the file ``-o`` names (checked)."""
+    from autocolor.settings import OUTPUT_FORMATS, SUFFIX_FORMATS
+
+    if single == "-":
+        fmt = args.format or (stdin_format if args.paths == ["-"] else _output_format(source))
+        target = scratch / f"stdout.{fmt}"
+    else:
+        target = Path(single)
+        named = SUFFIX_FORMATS.get(target.suffix.lower())
+        if named is None:
+            raise SystemExit(f"error: -o {target}: cannot write {target.suffix} files; name the output "
+                             f".png, .jpg, .webp, .tif or .bmp")
+        if args.format is not None and args.format != named:
+            raise SystemExit(f"error: -o {target} names a {named} file but --format is {args.format}; "
+                             "drop one of them")
+        fmt = named
+        if target.exists() and target.resolve() == source.resolve():
+            raise SystemExit(f"error: -o {target} is the input itself; inputs are never overwritten")
+    assert fmt in OUTPUT_FORMATS
+    return target, fmt
+
+
+def _read_hints(args: argparse.Namespace):
+    """The color hints that --hints, --scribbles and --reference give (None without any); a bad one is
+    one line naming its flag and file."""
+    if not (args.hints or args.scribbles or args.reference):
+        return None
+    from autocolor.guide import HintError, Hints, load_points
+    from autocolor.imageio import ImageError
+
+    points = load_points(args.hints) if args.hints else []
+    try:
+        Hints.build(points)
+    except HintError as exc:
+        raise HintError(f"{args.hints}: {exc}") from None
+    scribble = _image_arg(args.scribbles, "--scribbles", ImageError)
+    reference = _image_arg(args.reference, "--reference", ImageError)
+    try:
+        return Hints.build(points, scribble, reference)
+    except HintError as exc:
+        flag, path = ("--scribbles", args.scribbles) if "scribble" in str(exc) else ("--reference", args.reference)
+        raise HintError(f"{flag} {path}: {exc}") from None
+
+
+def _report_colorize(args: argparse.Namespace, summary, problems: list, jobs: list, single: str | None, info) -> int:
+    """Say the summary (with the inputs that could not be planned), print the image or JSON asked for; the exit code."""
+    from autocolor.inference import FileResult
+
     summary.failed[:0] = problems
     summary.files[:0] = [FileResult(str(path), None, "failed", reason) for path, reason in problems]
     if single == "-":
@@ -476,14 +500,7 @@ def _colorize(args: argparse.Namespace, scratch: Path) -> int:
         for record in summary.files:
             record.input = "-" if args.paths == ["-"] else record.input
             record.output = "-"
-    if info.world > 1:
-        _say(f"rank {info.rank}: {summary.line()}")
-        done, skipped, failed = all_sum([summary.done, summary.skipped, len(summary.failed)], info)
-        if info.main:
-            _say(f"all {info.world} ranks: done {done:.0f}, skipped {skipped:.0f} (already written), "
-                 f"failed {failed:.0f}")
-    else:
-        _say(summary.line())
+    _say_summary(summary, info)
     if args.json:
         import dataclasses
 
@@ -494,6 +511,20 @@ def _colorize(args: argparse.Namespace, scratch: Path) -> int:
         _say("interrupted: the outputs written are whole; run the same command again to do the rest")
         return 130
     return 1 if summary.failed else 0
+
+
+def _say_summary(summary, info) -> None:
+    """The summary line; under torchrun, each rank's and (on rank 0) the sum over ranks."""
+    from autocolor.distributed import all_sum
+
+    if info.world > 1:
+        _say(f"rank {info.rank}: {summary.line()}")
+        done, skipped, failed = all_sum([summary.done, summary.skipped, len(summary.failed)], info)
+        if info.main:
+            _say(f"all {info.world} ranks: done {done:.0f}, skipped {skipped:.0f} (already written), "
+                 f"failed {failed:.0f}")
+    else:
+        _say(summary.line())
 
 
 def _output_format(source: Path) -> str:
