@@ -511,58 +511,45 @@ def format_markdown(report: dict[str, Any]) -> str:
 def _metrics_table(result: dict[str, Any]) -> list[str]:
     """Markdown lines of one size's heading and its metrics table, one row per model."""
     size = result["size"]
-    lines = [
-        "",
-        f"## {size} x {size} px, {result['n_images']} images",
-        "",
-        f"Ground-truth colorfulness {result['truth_colorfulness']:.2f}; "
-        f"gray copy's CIEDE2000 {result['gray_ciede2000']:.3f}.",
-        "",
-        "| model | params | PSNR (dB) | SSIM (RGB) | CIEDE2000 | CIEDE2000 / gray "
-        "| colorfulness | truth colorfulness | colorfulness ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    note = (f"Ground-truth colorfulness {result['truth_colorfulness']:.2f}; "
+            f"gray copy's CIEDE2000 {result['gray_ciede2000']:.3f}.")
+    columns = ["params", "PSNR (dB)", "SSIM (RGB)", "CIEDE2000", "CIEDE2000 / gray", "colorfulness",
+               "truth colorfulness", "colorfulness ratio"]
+    rows = [
+        (row["label"], [f"{row['parameters']:,}", _fmt(row["psnr"]), _fmt(row["ssim"], 4), _fmt(row["ciede2000"], 3),
+                        _fmt(row["ciede2000_vs_gray"], 3), _fmt(row["colorfulness"]),
+                        _fmt(result["truth_colorfulness"]), _fmt(row["colorfulness_ratio"], 3)])
+        for row in result["models"]
     ]
-    for row in result["models"]:
-        lines.append(
-            f"| {row['label']} | {row['parameters']:,} | {_fmt(row['psnr'])} | {_fmt(row['ssim'], 4)} "
-            f"| {_fmt(row['ciede2000'], 3)} | {_fmt(row['ciede2000_vs_gray'], 3)} "
-            f"| {_fmt(row['colorfulness'])} | {_fmt(result['truth_colorfulness'])} "
-            f"| {_fmt(row['colorfulness_ratio'], 3)} |"
-        )
-    return lines
+    return _table(f"## {size} x {size} px, {result['n_images']} images", columns, rows, note)
 
 
 def _tradeoff_table(result: dict[str, Any], sats: list[float]) -> list[str]:
     """Markdown lines of the CIEDE2000 / colorfulness ratio at each saturation factor, one row per model."""
-    lines = [
-        "",
-        f"### Trade-off at {result['size']} px: CIEDE2000 / colorfulness ratio as ab is scaled",
-        "",
-        "| model | "
-        + " | ".join(f"s={s:g}" for s in sats)
-        + " |",
-        "|---|" + "---:|" * len(sats),
+    rows = [
+        (row["label"], [f"{_fmt(p['ciede2000'], 3)} / {_fmt(p['colorfulness_ratio'], 3)}" for p in row["sweep"]])
+        for row in result["models"]
     ]
-    for row in result["models"]:
-        cells = [f"{_fmt(p['ciede2000'], 3)} / {_fmt(p['colorfulness_ratio'], 3)}" for p in row["sweep"]]
-        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
-    return lines
+    return _table(f"### Trade-off at {result['size']} px: CIEDE2000 / colorfulness ratio as ab is scaled",
+                  [f"s={s:g}" for s in sats], rows)
 
 
 def _equal_colorfulness_table(result: dict[str, Any], targets: list[str]) -> list[str]:
     """Markdown lines of CIEDE2000 (x gray) and PSNR at each target colorfulness ratio, one row per model."""
-    lines = [
-        "",
-        f"### At equal colorfulness, {result['size']} px: CIEDE2000 (x gray) and PSNR along each model's sweep",
-        "",
-        "| model | " + " | ".join(f"colorfulness {t}" for t in targets) + " |",
-        "|---|" + "---:|" * len(targets),
-    ]
+    rows = []
     for row in result["models"]:
         cells = []
         for t in targets:
             value, ratio = row["ciede2000_at_colorfulness"][t], row["ciede2000_at_colorfulness_vs_gray"][t]
             cells.append("unreachable" if value is None else
                          f"{value:.3f} ({_fmt(ratio, 3)}x), {_fmt(row['psnr_at_colorfulness'][t])} dB")
-        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
-    return lines
+        rows.append((row["label"], cells))
+    return _table(f"### At equal colorfulness, {result['size']} px: CIEDE2000 (x gray) and PSNR along each model's "
+                  "sweep", [f"colorfulness {t}" for t in targets], rows)
+
+
+def _table(title: str, columns: list[str], rows: list[tuple[str, list[str]]], note: str | None = None) -> list[str]:
+    """Markdown lines of a titled table (a note under the title if given): a model column, then ``columns``."""
+    lines = ["", title, ""] + ([note, ""] if note else [])
+    lines += ["| model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    return lines + [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
