@@ -154,7 +154,13 @@ def test_a_hint_colors_its_region_towards_its_color(tmp_path, hint):
     clearly colored, with the hue of the hint's color."""
     from autocolor.color import rgb_to_lab
     from autocolor.inference import Colorizer
-    from autocolor.webedit import ChromaCache, Edit, chroma_for, preview_image, scribble_from_layer
+    from autocolor.webedit import (
+        ChromaCache,
+        Edit,
+        chroma_for,
+        preview_image,
+        scribble_from_layer,
+    )
 
     photo = _two_region_photo(tmp_path)
     edit = Edit()
