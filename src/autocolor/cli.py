@@ -504,6 +504,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    import onnx  # noqa: F401 - torch's exporter needs it; when missing, main() names the extra
+
     from autocolor.inference import Colorizer
     from autocolor.onnx_export import export_onnx
 
@@ -520,7 +522,7 @@ def _run_export(args: argparse.Namespace) -> int:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="colorize the bundled sample photos and write a before/after image",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("outputs"), help="output folder")
+    p.add_argument("-o", "--out", type=Path, default=Path("outputs"), help="output folder")
     p.add_argument("--model", default="default", help="model folder or 'default'")
 
 
@@ -563,6 +565,24 @@ COMMANDS = {"train": _run_train, "data": _run_data, "models": _run_models, "serv
             "tune": _run_tune, "colorize": _run_colorize, "export": _run_export, "demo": _run_demo}
 
 
+# Modules that come with an extra, not with the core install: a command that needs
+# one and does not find it says which extra to install instead of a traceback.
+_EXTRA_OF_MODULE = {"tensorboard": "train", "torchvision": "train", "torchmetrics": "train", "matplotlib": "eval",
+                    "gradio": "web", "fastapi": "web", "uvicorn": "web", "onnx": "onnx", "onnxruntime": "onnx",
+                    "av": "video", "cv2": "faces"}
+
+
+def _missing_extra(exc: ModuleNotFoundError, command: str) -> str | None:
+    """The one-line fix for a module of an extra that is not installed (None: not one of those)."""
+    module = (exc.name or "").partition(".")[0]
+    extra = _EXTRA_OF_MODULE.get(module)
+    if extra is None:
+        return None
+    if extra == "train" and command == "evaluate" and module != "tensorboard":
+        extra = "eval"
+    return f"autocolor {command} needs {module}, which comes with an extra: pip install 'autocolor[{extra}]'"
+
+
 def main(argv: list[str] | None = None) -> int:
     from autocolor.errors import EXIT_USER_ERROR, AutocolorError
 
@@ -573,6 +593,12 @@ def main(argv: list[str] | None = None) -> int:
         from autocolor.errors import printable
 
         print(printable(f"error: {exc}"), file=sys.stderr)
+        return EXIT_USER_ERROR
+    except ModuleNotFoundError as exc:
+        fix = _missing_extra(exc, args.command)
+        if fix is None:
+            raise
+        print(f"error: {fix}", file=sys.stderr)
         return EXIT_USER_ERROR
 
 
