@@ -352,6 +352,13 @@ def _run_colorize(args: argparse.Namespace) -> int:
 def _colorize(args: argparse.Namespace, scratch: Path) -> int:
     from autocolor.settings import OUTPUT_FORMATS, SUFFIX_FORMATS
 
+    if args.backend == "onnxruntime":  # photos in the automatic mode need no PyTorch
+        from autocolor.ort_runner import colorize_command
+
+        code = colorize_command(args, scratch)
+        if code is not None:
+            return code
+
     single = _single_target(args)
     if single == "-" and args.json:
         raise SystemExit("error: --json prints to stdout, which -o - already uses; write the image to a file")
