@@ -607,6 +607,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {fix}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # raise SystemExit("error: ..."): a usage error, exit status 2 (not Python's 1)
+            from autocolor.errors import printable
+
+            print(printable(exc.code), file=sys.stderr)
+            exc.code = EXIT_USER_ERROR
+        raise
 
 
 if __name__ == "__main__":
