@@ -339,8 +339,6 @@ class OrtColorizer:
     gives them (a photo with a face found loads PyTorch for it).
     """
 
-    backend = "onnxruntime"
-
     def __init__(self, runner: OrtChroma, name: str = "model", faces: bool = True) -> None:
         self.model = runner
         self.name = name
