@@ -353,9 +353,7 @@ def _colorize(args: argparse.Namespace, scratch: Path) -> int:
     from autocolor.settings import OUTPUT_FORMATS, SUFFIX_FORMATS
 
     if args.backend == "onnxruntime":  # photos in the automatic mode need no PyTorch
-        from autocolor.ort_runner import colorize_command
-
-        code = colorize_command(args, scratch)
+        code = _colorize_onnxruntime(args, scratch)
         if code is not None:
             return code
 
@@ -473,6 +471,115 @@ def _colorize(args: argparse.Namespace, scratch: Path) -> int:
         _say("interrupted: the outputs written are whole; run the same command again to do the rest")
         return 130
     return 1 if summary.failed else 0
+
+
+def _onnxruntime_needs_torch(args: argparse.Namespace) -> str | None:
+    """Why a ``colorize --backend onnxruntime`` command needs PyTorch beside
+    onnxruntime, judged from its arguments alone (None: it does not)."""
+    import os
+
+    if args.hints or args.scribbles or args.reference:
+        return "color hints are laid out with PyTorch"
+    if str(args.model) == "levin":
+        return "--model levin is an optimization run with PyTorch and SciPy, not an exported network"
+    if int(os.environ.get("WORLD_SIZE") or 1) > 1:
+        return "torchrun shares the work out through PyTorch"
+    return None
+
+
+def _colorize_onnxruntime(args: argparse.Namespace, scratch: Path) -> int | None:
+    """``colorize --backend onnxruntime`` without PyTorch (:mod:`autocolor.ort_runner`): the
+    exit code, or None (after a note line) when the command needs PyTorch after all, for
+    :func:`_colorize` to run it; None is decided before anything is read or written."""
+    from autocolor.errors import SetupError
+    from autocolor.inference import FileResult, Job, colorize_files, plan_jobs
+    from autocolor.ort_runner import OrtColorizer
+    from autocolor.settings import SUFFIX_FORMATS, VIDEO_EXTENSIONS
+
+    reason = _onnxruntime_needs_torch(args)
+    single = _single_target(args)
+    if single == "-" and args.json:
+        raise SystemExit("error: --json prints to stdout, which -o - already uses; write the image to a file")
+    if single is None:
+        jobs, problems = plan_jobs(list(args.paths), Path(args.out), args.format)
+        if reason is None and any(job.fmt == "video" for job in jobs):
+            reason = "videos are colorized with PyTorch (the network runs on onnxruntime)"
+    elif Path(args.paths[0]).suffix.lower() in VIDEO_EXTENSIONS and reason is None:
+        reason = "videos are colorized with PyTorch (the network runs on onnxruntime)"
+    if reason is not None:
+        _say(f"note: {reason}; --backend onnxruntime runs only the network here")
+        return None
+    if str(args.device) not in ("cpu", "auto"):
+        raise SetupError(f"the onnxruntime backend runs on the CPU; use --device cpu, or --backend torch "
+                         f"for {args.device}")
+    stdin_format = None
+    if single is not None:
+        source = Path(args.paths[0])
+        if args.paths == ["-"]:
+            data = sys.stdin.buffer.read()
+            stdin_format = _sniff_format(data)
+            source = scratch / "stdin"
+            source.write_bytes(data)
+        if single == "-":
+            fmt = args.format or stdin_format or _output_format(source)
+            target = scratch / f"stdout.{fmt}"
+        else:
+            target = Path(single)
+            fmt = SUFFIX_FORMATS.get(target.suffix.lower())
+            if fmt is None:
+                raise SystemExit(f"error: -o {target}: cannot write {target.suffix} files; name the output "
+                                 f".png, .jpg, .webp, .tif or .bmp")
+            if args.format is not None and args.format != fmt:
+                raise SystemExit(f"error: -o {target} names a {fmt} file but --format is {args.format}; "
+                                 "drop one of them")
+            if target.exists() and target.resolve() == source.resolve():
+                raise SystemExit(f"error: -o {target} is the input itself; inputs are never overwritten")
+        jobs, problems = [Job(source, target, fmt)], []
+        out = target.parent
+    else:
+        out = Path(args.out)
+    for path, why in problems:
+        _say(f"{path}: {why}")
+    if not jobs:
+        _say("error: nothing to colorize" + ("" if problems else " (no image files among the inputs)"))
+        return 1
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _say(f"error: {out}: cannot create the output folder ({exc.strerror or exc})")
+        return 2
+    colorizer = OrtColorizer.load(args.model, threads=args.threads or None)
+    colorizer.faces = not args.no_faces
+    summary = colorize_files(
+        colorizer, jobs, render_size=args.render_size, saturation=args.saturation, keep_color=args.keep_color,
+        overwrite=args.overwrite or single == "-", max_pixels=args.max_pixels, quality=args.quality,
+        batch_size=args.batch_size, workers=args.workers, strip_metadata=args.strip_metadata,
+        progress=not args.no_progress and sys.stderr.isatty(), log=_say,
+    )
+    summary.failed[:0] = problems
+    summary.files[:0] = [FileResult(str(path), None, "failed", why) for path, why in problems]
+    if single == "-":
+        if summary.done:
+            sys.stdout.buffer.write(jobs[0].target.read_bytes())
+            sys.stdout.buffer.flush()
+        for record in summary.files:
+            record.input = "-" if args.paths == ["-"] else record.input
+            record.output = "-"
+    _say(summary.line())
+    if args.json:
+        _print_json_summary(summary)
+    if summary.interrupted:
+        _say("interrupted: the outputs written are whole; run the same command again to do the rest")
+        return 130
+    return 1 if summary.failed else 0
+
+
+def _print_json_summary(summary) -> None:
+    import dataclasses
+
+    print(json.dumps({"done": summary.done, "skipped": summary.skipped, "failed": len(summary.failed),
+                      "interrupted": summary.interrupted, "seconds": round(summary.seconds, 3),
+                      "files": [dataclasses.asdict(f) for f in summary.files]}, indent=1))
 
 
 def _output_format(source: Path) -> str:
