@@ -10,8 +10,8 @@ onnxruntime::
                   -> merged with the full-resolution L (:func:`merge_gray_ab`) -> RGB
 
 Its outputs agree with the PyTorch pipeline's within one 8-bit level (tested).
-PyTorch starts in 1-2 s; without it one small photo takes well under a second
-from the shell (``benchmarks/bench_shell.py``).
+Importing PyTorch alone costs a few seconds of CPU; without it one small photo
+takes well under a second of CPU from the shell (``benchmarks/bench_shell.py``).
 
 The network comes from an ONNX graph exported with PyTorch the first time a
 model is used and cached (:func:`onnx_cache_dir`) under a digest of the model
