@@ -56,7 +56,7 @@ def photos(root: Path) -> list[Path]:
     rng = np.random.default_rng(0)
     big = (np.sin(xx / 150.0) * np.cos(yy / 90.0) * 100 + 128 + rng.normal(0, 12, (h, w))).clip(0, 255)
     Image.fromarray(big.astype(np.uint8)).save(root / "big-12mp.jpg", quality=90)
-    return [REPO / "samples" / "mountains.jpg", root / "big-12mp.jpg"]
+    return [REPO / "src" / "autocolor" / "samples" / "mountains.jpg", root / "big-12mp.jpg"]
 
 
 def measure(photo_path: Path, render_size: int, repeat: int, root: Path) -> dict:

@@ -18,7 +18,7 @@ LEAVES = {"color", "levin", "atomic", "errors", "settings"}  # import nothing of
 TRAINING = {"train", "data", "photos", "validation", "adversarial", "evaluate", "evaluate_hints",
             "evaluate_photos", "tune"}
 APPS = {"cli", "web", "webedit", "webguard", "demo", "__main__"}
-COLORIZING = {"pipeline", "inference", "guide", "faces", "imageio", "video", "onnx_export", "checkpoint",
+COLORIZING = {"pipeline", "inference", "guide", "faces", "imageio", "video", "onnx_export", "ort_runner", "checkpoint",
               "quantize", "metrics"}
 
 

@@ -43,8 +43,8 @@ def colorfulness_of(image: Image.Image) -> float:
 
 
 def test_photo(tmp_dir: Path) -> Path:
-    """A gray photo from samples/ when the checkout has one, else a structured gray image."""
-    samples = sorted((REPO / "samples").glob("*.jpg"))
+    """A gray photo from the bundled samples when the checkout has one, else a structured gray image."""
+    samples = sorted((REPO / "src" / "autocolor" / "samples").glob("*.jpg"))
     if samples:
         return samples[0]
     yy, xx = np.mgrid[0:241, 0:323]
@@ -460,9 +460,9 @@ def test_browser_explains_a_bad_upload_without_a_traceback(server, browser, tmp_
 def test_browser_colorizes_a_clicked_sample_thumbnail(server, browser):
     from selenium.webdriver.common.by import By
 
-    samples = sorted(p for p in (REPO / "samples").glob("*") if p.suffix.lower() in (".jpg", ".png"))
+    samples = sorted(p for p in (REPO / "src" / "autocolor" / "samples").glob("*") if p.suffix.lower() in (".jpg", ".png"))
     if not samples:
-        pytest.skip("the checkout has no samples/ folder")
+        pytest.skip("the checkout has no src/autocolor/samples/ folder")
     browser.get(server.url)
     _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#samples img"), 60)
     _choose(browser, "render-size", "128")

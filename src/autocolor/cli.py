@@ -382,14 +382,6 @@ def _colorize(args: argparse.Namespace, scratch: Path) -> int:
     single = _single_target(args)
     if single == "-" and args.json:
         raise SystemExit("error: --json prints to stdout, which -o - already uses; write the image to a file")
-    import torch
-
-    from autocolor.distributed import init_distributed, shard
-    from autocolor.guide import HintError
-    from autocolor.inference import Colorizer, colorize_files
-
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     jobs, problems, out = _plan_colorize(args, single, scratch)
     for path, reason in problems:
         _say(f"{path}: {reason}")
@@ -401,6 +393,19 @@ def _colorize(args: argparse.Namespace, scratch: Path) -> int:
     except OSError as exc:
         _say(f"error: {out}: cannot create the output folder ({exc.strerror or exc})")
         return 2
+    if args.backend == "onnxruntime":  # photos in the automatic mode need no PyTorch
+        needs_torch = _onnxruntime_needs_torch(args, jobs)
+        if needs_torch is None:
+            return _colorize_onnxruntime(args, jobs, problems, single)
+        _say(f"note: {needs_torch}; --backend onnxruntime runs only the network here")
+    import torch
+
+    from autocolor.distributed import init_distributed, shard
+    from autocolor.guide import HintError
+    from autocolor.inference import Colorizer, colorize_files
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     hints = _read_hints(args)
     # Under torchrun each rank takes every world-th file (each done exactly once)
     # on its own GPU; a lone process is a world of one.
@@ -514,10 +519,11 @@ def _report_colorize(args: argparse.Namespace, summary, problems: list, jobs: li
 
 
 def _say_summary(summary, info) -> None:
-    """The summary line; under torchrun, each rank's and (on rank 0) the sum over ranks."""
-    from autocolor.distributed import all_sum
+    """The summary line; under torchrun, each rank's and (on rank 0) the sum over ranks
+    (``info`` None: one process that never started torch)."""
+    if info is not None and info.world > 1:
+        from autocolor.distributed import all_sum
 
-    if info.world > 1:
         _say(f"rank {info.rank}: {summary.line()}")
         done, skipped, failed = all_sum([summary.done, summary.skipped, len(summary.failed)], info)
         if info.main:
@@ -525,6 +531,42 @@ def _say_summary(summary, info) -> None:
                  f"failed {failed:.0f}")
     else:
         _say(summary.line())
+
+
+def _onnxruntime_needs_torch(args: argparse.Namespace, jobs: list) -> str | None:
+    """Why a ``colorize --backend onnxruntime`` command needs PyTorch beside
+    onnxruntime, judged from its arguments and planned jobs (None: it does not)."""
+    import os
+
+    if args.hints or args.scribbles or args.reference:
+        return "color hints are laid out with PyTorch"
+    if str(args.model) == "levin":
+        return "--model levin is an optimization run with PyTorch and SciPy, not an exported network"
+    if int(os.environ.get("WORLD_SIZE") or 1) > 1:
+        return "torchrun shares the work out through PyTorch"
+    if any(job.fmt == "video" for job in jobs):
+        return "videos are colorized with PyTorch (the network runs on onnxruntime)"
+    return None
+
+
+def _colorize_onnxruntime(args: argparse.Namespace, jobs: list, problems: list, single: str | None) -> int:
+    """``colorize --backend onnxruntime`` without PyTorch (:mod:`autocolor.ort_runner`); the exit code."""
+    from autocolor.errors import SetupError
+    from autocolor.inference import colorize_files
+    from autocolor.ort_runner import OrtColorizer
+
+    if str(args.device) not in ("cpu", "auto"):
+        raise SetupError(f"the onnxruntime backend runs on the CPU; use --device cpu, or --backend torch "
+                         f"for {args.device}")
+    colorizer = OrtColorizer.load(args.model, threads=args.threads or None)
+    colorizer.faces = not args.no_faces
+    summary = colorize_files(
+        colorizer, jobs, render_size=args.render_size, saturation=args.saturation, keep_color=args.keep_color,
+        overwrite=args.overwrite or single == "-", max_pixels=args.max_pixels, quality=args.quality,
+        batch_size=args.batch_size, workers=args.workers, strip_metadata=args.strip_metadata,
+        progress=not args.no_progress and sys.stderr.isatty(), log=_say,
+    )
+    return _report_colorize(args, summary, problems, jobs, single, None)
 
 
 def _output_format(source: Path) -> str:
@@ -563,6 +605,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    import onnx  # noqa: F401 - torch's exporter needs it; when missing, main() names the extra
+
     from autocolor.inference import Colorizer
     from autocolor.onnx_export import export_onnx
 
@@ -579,7 +623,7 @@ def _run_export(args: argparse.Namespace) -> int:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="colorize the bundled sample photos and write a before/after image",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("outputs"), help="output folder")
+    p.add_argument("-o", "--out", type=Path, default=Path("outputs"), help="output folder")
     p.add_argument("--model", default="default", help="model folder or 'default'")
 
 
@@ -622,6 +666,24 @@ COMMANDS = {"train": _run_train, "data": _run_data, "models": _run_models, "serv
             "tune": _run_tune, "colorize": _run_colorize, "export": _run_export, "demo": _run_demo}
 
 
+# Modules that come with an extra, not with the core install: a command that needs
+# one and does not find it says which extra to install instead of a traceback.
+_EXTRA_OF_MODULE = {"tensorboard": "train", "torchvision": "train", "torchmetrics": "train", "matplotlib": "eval",
+                    "gradio": "web", "fastapi": "web", "uvicorn": "web", "onnx": "onnx", "onnxruntime": "onnx",
+                    "av": "video", "cv2": "faces"}
+
+
+def _missing_extra(exc: ModuleNotFoundError, command: str) -> str | None:
+    """The one-line fix for a module of an extra that is not installed (None: not one of those)."""
+    module = (exc.name or "").partition(".")[0]
+    extra = _EXTRA_OF_MODULE.get(module)
+    if extra is None:
+        return None
+    if extra == "train" and command == "evaluate" and module != "tensorboard":
+        extra = "eval"
+    return f"autocolor {command} needs {module}, which comes with an extra: pip install 'autocolor[{extra}]'"
+
+
 def main(argv: list[str] | None = None) -> int:
     from autocolor.errors import EXIT_USER_ERROR, AutocolorError
 
@@ -633,6 +695,19 @@ def main(argv: list[str] | None = None) -> int:
 
         print(printable(f"error: {exc}"), file=sys.stderr)
         return EXIT_USER_ERROR
+    except ModuleNotFoundError as exc:
+        fix = _missing_extra(exc, args.command)
+        if fix is None:
+            raise
+        print(f"error: {fix}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # raise SystemExit("error: ..."): a usage error, exit status 2 (not Python's 1)
+            from autocolor.errors import printable
+
+            print(printable(exc.code), file=sys.stderr)
+            exc.code = EXIT_USER_ERROR
+        raise
 
 
 if __name__ == "__main__":

@@ -33,12 +33,11 @@ from xml.etree import ElementTree
 from xml.sax.saxutils import escape as xml_escape
 
 import numpy as np
-import torch
 from PIL import Image, ImageFile, ImageOps, IptcImagePlugin, PngImagePlugin, TiffImagePlugin, TiffTags, UnidentifiedImageError
 
 from autocolor import __version__
-from autocolor.color import rgb_to_gray
 from autocolor.errors import AutocolorError
+from autocolor.settings import GRAY_WEIGHTS
 
 # 100 MP is a 12,000 x 8,000 scan; decoding and colorizing it needs a few GB.
 # Anything larger is far more likely a decompression bomb than a photo.
@@ -631,7 +630,8 @@ def split_pixels(array: np.ndarray, max_pixels: int | None = None) -> Pixels:
     float ([0, 1]) or bool samples, of any memory layout.
 
     Two and four channels carry alpha last. Color inputs are turned into gray
-    with :func:`autocolor.color.rgb_to_gray`, the one definition of gray.
+    by the weights of :func:`autocolor.color.rgb_to_gray`, the one definition of
+    gray, in numpy (torch-free; the same float32 values, tested).
     Floats above 1 (0..255 values, most likely) are clipped to white, with a warning.
 
     Raises:
@@ -670,9 +670,10 @@ def split_pixels(array: np.ndarray, max_pixels: int | None = None) -> Pixels:
     if color_part.shape[2] == 1:
         return Pixels(np.ascontiguousarray(to_uint16(color_part[:, :, 0])), alpha, dtype, False, given=given)
     scale = 1.0 / _scale(dtype)
-    rgb = torch.from_numpy(np.require(color_part, requirements=["C", "W"])).permute(2, 0, 1).float() * scale  # (3, H, W)
-    spread = (rgb.amax(dim=0) - rgb.amin(dim=0)).max().item()
-    gray = np.ascontiguousarray(to_uint16(rgb_to_gray(rgb)[0].numpy()))
+    rgb = color_part.astype(np.float32) * np.float32(scale)  # (H, W, 3)
+    spread = float((rgb.max(axis=2) - rgb.min(axis=2)).max())
+    weights = [np.float32(weight) for weight in GRAY_WEIGHTS]
+    gray = np.ascontiguousarray(to_uint16(rgb[..., 0] * weights[0] + rgb[..., 1] * weights[1] + rgb[..., 2] * weights[2]))
     if spread <= _COLOR_TOLERANCE:
         return Pixels(gray, alpha, dtype, False, given=given)
     return Pixels(gray, alpha, dtype, True, rgb=np.ascontiguousarray(color_part), given=given)

@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
+# Torch-free at import: the onnxruntime path (autocolor.ort_runner) runs the
+# batch machinery here without PyTorch, so torch, the pipeline, hints and video
+# are imported where they are used.
 from autocolor import settings
-from autocolor.color import gray16_to_l
 from autocolor.errors import SetupError, printable
-from autocolor.guide import Hints, Point
 from autocolor.imageio import (
     DEFAULT_MAX_PIXELS,
     INPUT_EXTENSIONS,
@@ -53,9 +53,8 @@ from autocolor.imageio import (
     read_photo,
     split_pixels,
 )
-from autocolor.pipeline import DEFAULT_RENDER_SIZE, colorize_gray, resize, working_size
-from autocolor.settings import VIDEO_EXTENSIONS, check_number
-from autocolor.video import DEFAULT_CRF, colorize_video_jobs, is_video, output_suffix
+from autocolor.ort_runner import onnx_cache_dir  # noqa: F401 - part of this module's API
+from autocolor.settings import DEFAULT_CRF, DEFAULT_RENDER_SIZE, VIDEO_EXTENSIONS, check_number
 
 BACKENDS = ("torch", "onnxruntime")
 BATCH_PIXELS = 4_000_000  # images are batched while their pixels add up to no more than this
@@ -65,12 +64,45 @@ def default_model_dir() -> Path:
     return Path(__file__).parent / "weights" / "default"
 
 
+# The pipeline and video modules import torch: these stand-ins import them when first called.
+
+
+def colorize_gray(*args, **kwargs) -> np.ndarray:
+    """:func:`autocolor.pipeline.colorize_gray`."""
+    from autocolor.pipeline import colorize_gray
+
+    return colorize_gray(*args, **kwargs)
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    """:func:`autocolor.video.is_video`."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def output_suffix(source: str | os.PathLike) -> str:
+    """:func:`autocolor.video.output_suffix`."""
+    from autocolor.video import output_suffix
+
+    return output_suffix(source)
+
+
+def colorize_video_jobs(colorizer, jobs, **kwargs):
+    """:func:`autocolor.video.colorize_video_jobs` (nothing to import for no videos)."""
+    if not jobs:
+        return iter(())
+    from autocolor.video import colorize_video_jobs
+
+    return colorize_video_jobs(colorizer, jobs, **kwargs)
+
+
 def resolve_device(name: str) -> torch.device:
     """``"auto"`` (CUDA, then MPS, then CPU) or a device that exists here.
 
     Raises:
         SetupError: one line saying what is missing and what to pass instead.
     """
+    import torch
+
     from autocolor.distributed import pick_device
 
     try:
@@ -91,56 +123,25 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def onnx_cache_dir() -> Path:
-    """Where exported ONNX graphs are kept: ``$AUTOCOLOR_CACHE``, else the user's
-    cache folder. Model folders are inputs and are never written to."""
-    if os.environ.get("AUTOCOLOR_CACHE"):
-        return Path(os.environ["AUTOCOLOR_CACHE"]) / "onnx"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "autocolor" / "onnx"
-
-
-def _content_key(folder: Path) -> str:
-    """A digest of what decides the exported graph: weights, config and decoding."""
-    import hashlib
-
-    from autocolor.checkpoint import CONFIG_NAME, DECODING_NAME, WEIGHTS_NAME
-
-    digest = hashlib.sha256(b"autocolor-onnx-v1")
-    for name in (WEIGHTS_NAME, CONFIG_NAME, DECODING_NAME):
-        digest.update(name.encode())
-        path = folder / name
-        if path.is_file():
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()[:24]
-
-
 def _onnx_runner(folder: Path, net):
     """An onnxruntime runner for ``net``, from the folder's cached graph when its
-    content key matches, else exported now (and cached where the folder is writable)."""
-    from autocolor.checkpoint import CheckpointError, atomic_write_bytes
+    content key matches, else exported now (and cached where writable)."""
+    from autocolor.checkpoint import CheckpointError
 
     try:
         import onnxruntime  # noqa: F401
 
-        from autocolor.onnx_export import OnnxChromaNet, export_onnx_bytes
+        from autocolor.onnx_export import OnnxChromaNet
+        from autocolor.ort_runner import cached_graph_path, export_to_cache
     except ImportError:
         raise SetupError("--backend onnxruntime needs onnxruntime: pip install 'autocolor[onnx]'") from None
-    cached = onnx_cache_dir() / f"{_content_key(folder)}.onnx"
+    cached = cached_graph_path(folder)
     if cached.is_file():
         try:
             return OnnxChromaNet(cached, net)
         except Exception:  # noqa: BLE001 - a damaged cache is rebuilt below
             cached.unlink(missing_ok=True)
-    try:
-        graph = export_onnx_bytes(net)
-    except ValueError as exc:
-        raise CheckpointError(f"{folder}: {exc}") from None
-    try:
-        atomic_write_bytes(cached, graph)
-    except OSError:
-        pass  # no writable cache: export again next time
+    graph = export_to_cache(folder, cached, net)
     try:
         return OnnxChromaNet(graph, net)
     except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are not RuntimeError
@@ -160,6 +161,8 @@ class Colorizer:
     """
 
     def __init__(self, model, device: str = "cpu", name: str = "model", faces: bool = True) -> None:
+        import torch
+
         self.model = model
         self.device = torch.device(device)
         self.name = name
@@ -269,7 +272,11 @@ class Colorizer:
         """The model's ``k`` likeliest colors at pixel ``(x, y)`` (column, row):
         ``[("#rrggbb", probability), ...]``, likeliest first, each at that
         pixel's lightness. Needs a classification head (the default)."""
-        from autocolor.color import gray_tables, lab_to_rgb
+        import torch
+
+        from autocolor.color import gray16_to_l, gray_tables, lab_to_rgb
+        from autocolor.guide import Hints, Point
+        from autocolor.pipeline import resize, working_size
 
         check_colorize_settings(render_size, max_pixels=max_pixels)
         _, pixels = self._pixels(img, max_pixels)
@@ -307,6 +314,8 @@ class Colorizer:
 
     @staticmethod
     def _hints(hints, scribble, reference, pixels: Pixels) -> Hints | None:
+        from autocolor.guide import Hints
+
         built = hints if isinstance(hints, Hints) else Hints.build(hints or (), scribble, reference)
         if built.empty:
             return None
