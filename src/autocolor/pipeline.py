@@ -49,6 +49,10 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Antialiased bilinear resize of ``(B, C, H, W)`` to ``size``."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
+    if size[1] > x.shape[-1] and size[0] < x.shape[-2]:
+        # Torch resizes the width first: a tall strip (10,000,000 x 1 to 4096 x 16) would pass
+        # through 10,000,000 x 16 floats. Its height goes first instead (photos never get here).
+        x = F.interpolate(x, size=(size[0], x.shape[-1]), mode="bilinear", align_corners=False, antialias=True)
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
