@@ -243,15 +243,19 @@ def read_photo(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         with _open(path, max_pixels) as im, _PILLOW_LIMIT.allowing(im.width * im.height):
             halves = _DEEP_RAWMODES.get(_rawmode(im))
             if halves is None:
-                samples = pil_to_array(_normalize_mode(_load_upright(im, notes), notes))
+                samples = pil_to_array(_normalize_mode(_load_upright(im, notes, copy=False), notes))
             else:
-                high = low = _load_upright(im, notes, halves[0])
-                if halves[1] != halves[0]:
-                    with _open(path, max_pixels) as again:
-                        low = _load_upright(again, [], halves[1])
-                samples = _join_bytes(np.asarray(high), np.asarray(low), halves)
-                samples = _with_transparent_color(samples, high.info.get("transparency"))
+                high = _load_upright(im, notes, halves[0], copy=False)
+                samples, transparency = np.asarray(high), high.info.get("transparency")
             metadata = read_metadata(im, notes)
+            im.close()  # leaving `with` closes only the file: the decoded pixels would live on
+        if halves is not None:  # the low bytes, decoded once the first decode is freed
+            low = samples
+            if halves[1] != halves[0]:
+                with _open(path, max_pixels) as again, _PILLOW_LIMIT.allowing(again.width * again.height):
+                    low = np.asarray(_load_upright(again, [], halves[1], copy=False))
+                    again.close()
+            samples = _with_transparent_color(_join_bytes(samples, low, halves), transparency)
     return Photo(samples, metadata, tuple(notes))
 
 
@@ -260,8 +264,14 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     return read_image(path, max_pixels)[0]
 
 
-def _load_upright(im: ImageFile.ImageFile, notes: list[str], rawmode: str | None = None) -> Image.Image:
-    """Decode the first frame (unpacking it as ``rawmode`` if given) and apply its EXIF orientation."""
+def _load_upright(im: ImageFile.ImageFile, notes: list[str], rawmode: str | None = None,
+                  copy: bool = True) -> Image.Image:
+    """Decode the first frame (unpacking it as ``rawmode`` if given) and apply its EXIF orientation.
+
+    Without ``copy``, an image already upright is ``im`` itself, to be read
+    before ``im`` is closed (a copy of a 10,000,000-row strip costs 80 MB of
+    Pillow's row pointers alone).
+    """
     frames = getattr(im, "n_frames", 1)
     if frames > 1:
         notes.append(f"animated ({frames} frames): colorizing the first frame only")
@@ -269,6 +279,8 @@ def _load_upright(im: ImageFile.ImageFile, notes: list[str], rawmode: str | None
     if rawmode is not None:
         im.tile = [_with_rawmode(tile, rawmode) for tile in im.tile]
     im.load()
+    if not copy and im.getexif().get(_ORIENTATION, 1) not in (2, 3, 4, 5, 6, 7, 8):  # as exif_transpose reads it
+        return im
     return ImageOps.exif_transpose(im) or im.copy()
 
 
@@ -303,7 +315,10 @@ def _join_bytes(high: np.ndarray, low: np.ndarray, halves: tuple[str, str]) -> n
     if halves == ("RGBA", "RGBA"):  # 32-bit LA: (L high, L low, A high, A low)
         deep = high.astype(np.uint16)
         return np.stack([deep[..., 0] << 8 | deep[..., 1], deep[..., 2] << 8 | deep[..., 3]], axis=-1)
-    return high.astype(np.uint16) << 8 | low
+    deep = high.astype(np.uint16)  # the one 16-bit array: shifted and joined in place
+    deep <<= 8
+    deep |= low
+    return deep
 
 
 def _normalize_mode(image: Image.Image, notes: list[str]) -> Image.Image:
