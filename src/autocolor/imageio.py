@@ -685,12 +685,27 @@ def split_pixels(array: np.ndarray, max_pixels: int | None = None) -> Pixels:
     if color_part.shape[2] == 1:
         return Pixels(np.ascontiguousarray(to_uint16(color_part[:, :, 0])), alpha, dtype, False, given=given)
     scale = 1.0 / _scale(dtype)
-    rgb = torch.from_numpy(np.require(color_part, requirements=["C", "W"])).permute(2, 0, 1).float() * scale  # (3, H, W)
-    spread = (rgb.amax(dim=0) - rgb.amin(dim=0)).max().item()
-    gray = np.ascontiguousarray(to_uint16(rgb_to_gray(rgb)[0].numpy()))
+    gray = np.empty((h, w), np.uint16)
+    spreads = []
+    for rows, cols in _tiles(h, w, _SPLIT_TILE):  # float copies of a tile at a time, not of the image
+        rgb = torch.from_numpy(np.array(color_part[rows, cols])).permute(2, 0, 1).float() * scale  # (3, h, w)
+        spreads.append((rgb.amax(dim=0) - rgb.amin(dim=0)).max().item())
+        gray[rows, cols] = to_uint16(rgb_to_gray(rgb)[0].numpy())
+    spread = np.max(spreads)  # NaN if any sample is: color then, as a whole-image maximum says
     if spread <= _COLOR_TOLERANCE:
         return Pixels(gray, alpha, dtype, False, given=given)
     return Pixels(gray, alpha, dtype, True, rgb=np.ascontiguousarray(color_part), given=given)
+
+
+_SPLIT_TILE = 1 << 18  # pixels turned to gray at a time
+
+
+def _tiles(h: int, w: int, pixels: int) -> list[tuple[slice, slice]]:
+    """Bands of whole rows of about ``pixels``, or pieces of one row where a row is longer."""
+    step = max(1, pixels // w)
+    width = w if step > 1 or w <= pixels else pixels
+    return [(slice(top, min(h, top + step)), slice(left, min(w, left + width)))
+            for top in range(0, h, step) for left in range(0, w, width)]
 
 
 def as_given_dtype(samples: np.ndarray, pixels: Pixels) -> np.ndarray:
@@ -711,20 +726,37 @@ def join_alpha(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
     return np.concatenate([rgb, alpha[:, :, None].astype(rgb.dtype, copy=False)], axis=2)
 
 
+_CONVERT_CHUNK = 1 << 20  # samples converted at a time: the temporaries stay this small
+
+
+def _chunked(array: np.ndarray, dtype, convert: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``convert(array)`` as a new ``dtype`` array, computed a chunk of samples at a time."""
+    flat = array.reshape(-1)
+    out = np.empty(flat.shape, dtype)
+    for start in range(0, flat.size, _CONVERT_CHUNK):
+        out[start:start + _CONVERT_CHUNK] = convert(flat[start:start + _CONVERT_CHUNK])
+    return out.reshape(array.shape)
+
+
+def _float_to(peak: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Floats in [0, 1] (NaN as 0: float TIFFs may hold it) to levels up to ``peak``, rounded."""
+    return lambda x: np.clip(np.nan_to_num(x), 0.0, 1.0) * peak + 0.5
+
+
 def to_uint8(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.uint8:
         return array
     if array.dtype == np.uint16:
-        return ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    return (np.clip(np.nan_to_num(array), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # float TIFFs may hold NaN
+        return _chunked(array, np.uint8, lambda x: (x.astype(np.uint32) * 255 + 32767) // 65535)
+    return _chunked(array, np.uint8, _float_to(255.0))
 
 
 def to_uint16(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.uint16:
         return array
     if array.dtype == np.uint8:
-        return array.astype(np.uint16) * 257
-    return (np.clip(np.nan_to_num(array), 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
+        return _chunked(array, np.uint16, lambda x: x.astype(np.uint16) * 257)
+    return _chunked(array, np.uint16, _float_to(65535.0))
 
 
 def array_to_pil(array: np.ndarray) -> Image.Image:
