@@ -771,15 +771,52 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def _png16(array: np.ndarray, options: dict) -> bytes:
-    """A 16-bit RGB(A) PNG: Pillow cannot write one, and the format is short.
+_PIECE_BYTES = 1 << 22  # raw bytes compressed at a time by the writers below
+
+
+def _pieces(array: np.ndarray, dtype: str, filter_byte: bytes | None = None) -> Iterator[bytes | memoryview]:
+    """The samples of ``(H, W, C)`` ``array`` as 8- or 16-bit ``dtype`` bytes
+    (converted by :func:`to_uint8` or :func:`to_uint16`), row after row, in
+    pieces of about ``_PIECE_BYTES`` (a PNG's filter byte before each row):
+    nothing as large as the image is made, and a row of 10,000,000 pixels is
+    cut into pieces."""
+    h, w, c = array.shape
+    size = np.dtype(dtype).itemsize
+    levels = to_uint16 if size == 2 else to_uint8
+    step = _PIECE_BYTES // max(1, w * c * size)
+    if step >= 2:  # several rows at a time
+        for top in range(0, h, step):
+            block = np.ascontiguousarray(levels(array[top:top + step]), dtype=dtype)
+            block = block.view(np.uint8).reshape(-1, w * c * size)
+            if filter_byte is not None:
+                block = np.concatenate([np.full((len(block), 1), filter_byte[0], np.uint8), block], axis=1)
+            yield memoryview(block).cast("B")
+        return
+    width = max(1, _PIECE_BYTES // size)
+    for top in range(h):
+        row = array[top].reshape(-1)
+        if filter_byte is not None:
+            yield filter_byte
+        for left in range(0, len(row), width):
+            yield memoryview(np.ascontiguousarray(levels(row[left:left + width]), dtype=dtype)).cast("B")
+
+
+def _deflate(pieces: Iterator[bytes | memoryview], level: int = 6) -> bytes:
+    packer = zlib.compressobj(level)
+    out = [packer.compress(piece) for piece in pieces]
+    out.append(packer.flush())
+    return b"".join(out)
+
+
+def _png_raw(array: np.ndarray, bits: int, options: dict) -> bytes:
+    """An 8- or 16-bit RGB(A) PNG (no filtering), compressed piece by piece: for
+    16-bit color, which Pillow cannot write, and for images as thin as a strip,
+    whose very long rows (or very many) Pillow's writer holds several copies of.
 
     The metadata chunks are Pillow's own, taken from a 1 x 1 PNG it writes with ``options``.
     """
     h, w, c = array.shape
-    rows = np.ascontiguousarray(array.astype(">u2")).reshape(h, w * c).view(np.uint8)  # (H, W*C*2)
-    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1)  # filter type 0 per row
-    header = struct.pack(">IIBBBBB", w, h, 16, 6 if c == 4 else 2, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", w, h, bits, 6 if c == 4 else 2, 0, 0, 0)
     ancillary = b""
     if options:
         buffer = io.BytesIO()
@@ -790,11 +827,20 @@ def _png16(array: np.ndarray, options: dict) -> bytes:
             if kind not in (b"IHDR", b"IDAT", b"IEND"):
                 ancillary += data[at:at + 12 + length]
             at += 12 + length
+    idat = _deflate(_pieces(array, ">u2" if bits == 16 else "u1", filter_byte=b"\x00"))
     return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + ancillary
-            + _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + _png_chunk(b"IEND", b""))
+            + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b""))
 
 
-def _tiff(array: np.ndarray, tags: TiffImagePlugin.ImageFileDirectory_v2 | None) -> bytes:
+def _is_strip(array: np.ndarray) -> bool:
+    """Thinner than any photo (a side under 16 pixels) and over a megapixel:
+    images for which Pillow's writers cost several times the pixels (row
+    buffers as long as a row, a pointer per row)."""
+    h, w = array.shape[:2]
+    return min(h, w) < 16 and h * w >= 1 << 20
+
+
+def _tiff(array: np.ndarray, bits: int, tags: TiffImagePlugin.ImageFileDirectory_v2 | None) -> bytes:
     """An RGB(A) baseline TIFF in one strip, with the metadata ``tags``: 8 bits
     deflated, 16 bits uncompressed.
 
@@ -803,10 +849,11 @@ def _tiff(array: np.ndarray, tags: TiffImagePlugin.ImageFileDirectory_v2 | None)
     IFD writer here.
     """
     h, w, c = array.shape
-    bits = 8 * array.dtype.itemsize
-    data = np.ascontiguousarray(array.astype("<u2" if bits == 16 else np.uint8)).tobytes()
     if bits == 8:
-        data = zlib.compress(data, 6)
+        data = [_deflate(_pieces(array, "u1"))]
+        length = len(data[0])
+    else:  # joined with the header once, from pieces: no whole-image copy beside the result
+        data, length = _pieces(array, "<u2"), h * w * c * 2
     ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II")
     for tag in tags or ():
         ifd.tagtype[tag] = tags.tagtype[tag]
@@ -815,10 +862,10 @@ def _tiff(array: np.ndarray, tags: TiffImagePlugin.ImageFileDirectory_v2 | None)
         ifd.tagtype[tag] = TiffTags.LONG
     ifd[256], ifd[257], ifd[258], ifd[259], ifd[262] = w, h, (bits,) * c, 8 if bits == 8 else 1, 2
     ifd[273] = 0  # the IFD writer adds where its own data ends: the pixels follow it
-    ifd[277], ifd[278], ifd[279], ifd[284] = c, h, len(data), 1
+    ifd[277], ifd[278], ifd[279], ifd[284] = c, h, length, 1
     if c == 4:
         ifd[338] = 2  # extra sample: unassociated alpha
-    return b"II*\x00" + struct.pack("<I", 8) + ifd.tobytes(8) + data
+    return b"".join([b"II*\x00" + struct.pack("<I", 8) + ifd.tobytes(8), *data])
 
 
 def encode_image(array: np.ndarray, fmt: str, quality: int = 92, metadata: Metadata | None = None,
@@ -849,9 +896,9 @@ def _encode(array: np.ndarray, fmt: str, quality: int, metadata: Metadata | None
     options = _save_options(fmt, metadata, (array.shape[1], array.shape[0]), history)
     deep = fmt in SIXTEEN_BIT_FORMATS and array.dtype != np.uint8
     if fmt == "tiff":
-        return _tiff(to_uint16(array) if deep else to_uint8(array), options.get("tiffinfo"))
-    if deep:
-        return _png16(to_uint16(array), options)
+        return _tiff(array, 16 if deep else 8, options.get("tiffinfo"))
+    if deep or (fmt == "png" and _is_strip(array)):
+        return _png_raw(array, 16 if deep else 8, options)
     image = array_to_pil(array)
     if fmt == "jpg":
         options.update(quality=quality, subsampling=0 if quality >= 90 else 2)
