@@ -217,7 +217,7 @@ class Colorizer:
     ) -> list[np.ndarray]:
         """Colorize same-sized, same-dtype :class:`Pixels`; alpha is reattached."""
         check_colorize_settings(render_size, saturation)
-        gray = np.stack([p.gray for p in batch])  # (B, H, W) uint16
+        gray = batch[0].gray[None] if len(batch) == 1 else np.stack([p.gray for p in batch])  # (B, H, W) uint16
         rgbs = colorize_gray(self.model, gray, batch[0].dtype, render_size, saturation, hints, faces=self.faces)
         return [join_alpha(rgb, p.alpha) for rgb, p in zip(rgbs, batch)]
 
