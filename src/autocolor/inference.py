@@ -268,10 +268,12 @@ class Colorizer:
                 render_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[str, float]]:
         """The model's ``k`` likeliest colors at pixel ``(x, y)`` (column, row):
         ``[("#rrggbb", probability), ...]``, likeliest first, each at that
-        pixel's lightness. Needs a classification head (the default)."""
+        pixel's lightness. Needs a classification head (the default). ``k`` is
+        an integer from 1 to 1000 (``settings.SUGGESTIONS``), else ``ValueError``."""
         from autocolor.color import gray_tables, lab_to_rgb
 
         check_colorize_settings(render_size, max_pixels=max_pixels)
+        k = check_number("k", k, settings.SUGGESTIONS)
         _, pixels = self._pixels(img, max_pixels)
         h, w = pixels.gray.shape
         guide = self._hints(hints, None, None, pixels)
