@@ -397,6 +397,27 @@ def test_thin_strip_works_at_a_bounded_size(colorizer, workdir):
     assert time.perf_counter() - started < 20 and _rss_mb() - rss < 400
 
 
+def test_a_reversed_color_strip_array_colorizes(colorizer):
+    """Found by the layout fuzzer: a one-row color array reversed top to bottom (``a[::-1]``)
+    counts as contiguous to numpy, so no copy was made, and torch.from_numpy refused its
+    negative stride with a ValueError about tensors."""
+    rgb = np.dstack([np.arange(40, dtype=np.uint8), np.full(40, 90, np.uint8), 255 - np.arange(40, dtype=np.uint8)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "the input has color"
+        flipped = colorizer.colorize(rgb[::-1], render_size=RENDER_SIZE)
+        assert np.array_equal(flipped, colorizer.colorize(rgb.copy(), render_size=RENDER_SIZE))
+
+
+def test_suggest_refuses_a_bad_count_in_one_line(colorizer):
+    """Found by the number fuzzer: ``suggest(k=-1)`` raised torch's RuntimeError, k NaN, 2.5,
+    True or None a TypeError from topk."""
+    gray = (np.add.outer(np.arange(24), np.arange(40)) * 3 % 256).astype(np.uint8)
+    for bad in (-1, 0, float("nan"), 2.5, True, None, "3", 10**6):
+        with pytest.raises(ValueError, match="^k must be an integer from 1 to"):
+            colorizer.suggest(gray, 3, 3, k=bad)
+    assert len(colorizer.suggest(gray, 3, 3, k=3)) == 3
+
+
 # ---------------------------------------------------------------- hostile model folders and numbers (issue 17)
 
 _JSON_SCALARS = st.one_of(
