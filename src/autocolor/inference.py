@@ -34,7 +34,7 @@ from PIL import Image
 from autocolor import settings
 from autocolor.color import gray16_to_l
 from autocolor.errors import SetupError, printable
-from autocolor.guide import Hints, Point
+from autocolor.guide import Hints
 from autocolor.imageio import (
     DEFAULT_MAX_PIXELS,
     INPUT_EXTENSIONS,
@@ -277,7 +277,7 @@ class Colorizer:
         _, pixels = self._pixels(img, max_pixels)
         h, w = pixels.gray.shape
         guide = self._hints(hints, None, None, pixels)
-        Hints((Point(x, y, (0, 0, 0)),)).check(h, w)
+        Hints.build([(x, y, (0, 0, 0))]).check(h, w)  # x and y checked as numbers, as hints are
         model = self.model
         if not hasattr(model, "probabilities"):
             raise ValueError(f"{self.name}: only a classification model suggests colors")
