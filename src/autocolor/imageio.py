@@ -832,12 +832,15 @@ def _png_raw(array: np.ndarray, bits: int, options: dict) -> bytes:
             + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b""))
 
 
+_STRIP_SIDE, _STRIP_PIXELS = 16, 1 << 20
+
+
 def _is_strip(array: np.ndarray) -> bool:
     """Thinner than any photo (a side under 16 pixels) and over a megapixel:
     images for which Pillow's writers cost several times the pixels (row
     buffers as long as a row, a pointer per row)."""
     h, w = array.shape[:2]
-    return min(h, w) < 16 and h * w >= 1 << 20
+    return min(h, w) < _STRIP_SIDE and h * w >= _STRIP_PIXELS
 
 
 def _tiff(array: np.ndarray, bits: int, tags: TiffImagePlugin.ImageFileDirectory_v2 | None) -> bytes:
