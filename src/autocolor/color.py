@@ -171,7 +171,7 @@ def _finv(t: torch.Tensor) -> torch.Tensor:
 
 def lab_tile_to_rgb(gray: np.ndarray, ab: torch.Tensor, out: np.ndarray) -> None:
     """Write RGB for ``(B, h, W)`` uint16 gray and ``(B, 2, h, W)`` ab (Lab units)
-    into ``out`` ``(B, h, W, 3)`` (uint8, uint16 or float32).
+    into the first three channels of ``out`` ``(B, h, W, 3|4)`` (uint8, uint16 or float32).
 
     The conversion of :func:`autocolor.color.lab_to_rgb` (kornia's, D65, clipped),
     with L, f(Y) and Y read from tables of the gray level and, for 8-bit
@@ -242,9 +242,10 @@ class BilinearUpsampler:
         return _lerp(across[:, :, r0], across[:, :, r1], rw0[:, None], rw1[:, None])
 
 
-def merge_gray_ab(gray: np.ndarray, ab: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+def merge_gray_ab(gray: np.ndarray, ab: torch.Tensor, dtype: np.dtype, channels: int = 3) -> np.ndarray:
     """Lay ``(B, 2, h, w)`` ab (Lab units) over the L of ``(B, H, W)`` uint16 gray:
-    ``(B, H, W, 3)`` samples of ``dtype``.
+    ``(B, H, W, 3)`` samples of ``dtype`` (``(B, H, W, 4)`` with ``channels=4``, the
+    fourth left for the caller's alpha, unset).
 
     ab is upsampled bilinearly as in :func:`autocolor.color.merge_l_ab`, tile
     by tile (:class:`BilinearUpsampler`); the tiles are bands of whole rows,
@@ -253,7 +254,7 @@ def merge_gray_ab(gray: np.ndarray, ab: torch.Tensor, dtype: np.dtype) -> np.nda
     """
     b, h, w = gray.shape
     upsampler = BilinearUpsampler(ab, (h, w))
-    out = np.empty((b, h, w, 3), dtype=dtype)
+    out = np.empty((b, h, w, channels), dtype=dtype)
     step = max(1, TILE_PIXELS // (w * b))
     width = w if step > 1 or w * b <= TILE_PIXELS else max(1, TILE_PIXELS // b)
     tiles = [(slice(top, min(h, top + step)), slice(left, min(w, left + width)))

@@ -151,15 +151,17 @@ def colorize_gray(
     hints: Hints | None = None,
     decoding: Decoding | None = None,
     faces: bool = False,
+    channels: int = 3,
 ) -> np.ndarray:
     """Colorize ``(B, H, W)`` uint16 gray into ``(B, H, W, 3)`` samples of ``dtype``
-    (uint8, uint16 or float32 in [0, 1])."""
+    (uint8, uint16 or float32 in [0, 1]); with ``channels=4`` chroma models leave
+    a fourth channel for the caller's alpha (RGB models give 3 channels always)."""
     if model.predicts == "rgb":
         if hints is not None and not hints.empty:
             raise ValueError("RGB models take no color hints")
         return _colorize_rgb_model(model, gray, dtype, render_size, saturation)
     ab = predict_chroma(model, gray16_to_l(gray), render_size, hints, decoding, faces)
-    return merge_gray_ab(gray, ab * saturation, dtype)
+    return merge_gray_ab(gray, ab * saturation, dtype, channels)
 
 
 def to_gray16(gray: torch.Tensor) -> np.ndarray:
