@@ -218,8 +218,17 @@ class Colorizer:
         """Colorize same-sized, same-dtype :class:`Pixels`; alpha is reattached."""
         check_colorize_settings(render_size, saturation)
         gray = batch[0].gray[None] if len(batch) == 1 else np.stack([p.gray for p in batch])  # (B, H, W) uint16
-        rgbs = colorize_gray(self.model, gray, batch[0].dtype, render_size, saturation, hints, faces=self.faces)
-        return [join_alpha(rgb, p.alpha) for rgb, p in zip(rgbs, batch)]
+        alpha = all(p.alpha is not None for p in batch)  # then the color is laid into RGBA directly, not copied
+        rgbs = colorize_gray(self.model, gray, batch[0].dtype, render_size, saturation, hints, faces=self.faces,
+                             channels=4 if alpha else 3)
+        results = []
+        for rgb, p in zip(rgbs, batch):
+            if rgb.shape[-1] == 4:
+                rgb[..., 3] = p.alpha
+                results.append(rgb)
+            else:
+                results.append(join_alpha(rgb, p.alpha))
+        return results
 
     def colorize(
         self,
@@ -561,12 +570,15 @@ class _Decoded:
         return p.gray.nbytes + (p.alpha.nbytes if p.alpha is not None else 0) + (p.rgb.nbytes if p.rgb is not None else 0)
 
 
-def _decode(job: Job, max_pixels: int, keep_metadata: bool = True) -> _Decoded:
+def _decode(job: Job, max_pixels: int, keep_metadata: bool = True, keep_rgb: bool = True) -> _Decoded:
     started = time.perf_counter()
     try:
         photo = read_photo(job.source, max_pixels)
-        return _Decoded(job, split_pixels(photo.samples), list(photo.notes),
-                        metadata=photo.metadata if keep_metadata else None, started=started)
+        pixels = split_pixels(photo.samples)
+        if not keep_rgb:
+            pixels.rgb = None  # the input's own colors (3-6 bytes a pixel) serve only --keep-color
+        return _Decoded(job, pixels, list(photo.notes), metadata=photo.metadata if keep_metadata else None,
+                        started=started)
     except ImageError as exc:
         return _Decoded(job, error=str(exc), started=started)
     except MemoryError:
@@ -722,7 +734,7 @@ def colorize_files(
             job = next(queue, None)
             if job is None:
                 return
-            reads.append(pool.submit(_decode, job, max_pixels, not strip_metadata))
+            reads.append(pool.submit(_decode, job, max_pixels, not strip_metadata, keep_color))
 
     def settle_writes(keep: int) -> None:
         while len(writes) > keep or (writes and sum(n for _, _, n in writes) > LOOKAHEAD_BYTES):
