@@ -224,22 +224,33 @@ class BilinearUpsampler:
     """``F.interpolate(ab, size=(h, w), mode="bilinear", align_corners=False)``
     one tile at a time: :meth:`tile` gives the rows and columns asked for, so
     the full-resolution chroma (8 bytes a pixel) never exists at once, nor
-    anything else as long as the image (a 1 x 10,000,000 strip)."""
+    anything else as long as the image (a 1 x 10,000,000 strip).
+
+    Torch interpolates along rows first; those row results are kept for every
+    source row when they are small beside the output (a photo's 48 source
+    rows for its 3000), else computed for each tile.
+    """
 
     def __init__(self, ab: torch.Tensor, size: tuple[int, int]) -> None:
         self.ab = ab.float().contiguous()
         self.size = size
+        self._across: torch.Tensor | None = None
+        if self.ab.shape[-2] * 8 <= size[0]:
+            self._across = self._along_rows(self.ab, slice(0, size[1]))  # (B, C, h_in, W)
+
+    def _along_rows(self, band: torch.Tensor, cols: slice) -> torch.Tensor:
+        c0, c1, w0, w1 = (torch.from_numpy(t) for t in bilinear_taps(self.ab.shape[-1], self.size[1], cols))
+        return _lerp(band[..., c0], band[..., c1], w0, w1)
 
     def tile(self, rows: slice, cols: slice) -> torch.Tensor:
         """``(B, C, len(rows), len(cols))`` of the upsampled chroma."""
-        h_in, w_in = self.ab.shape[-2:]
-        r0, r1, rw0, rw1 = (torch.from_numpy(t) for t in bilinear_taps(h_in, self.size[0], rows))
-        c0, c1, cw0, cw1 = (torch.from_numpy(t) for t in bilinear_taps(w_in, self.size[1], cols))
-        low, high = int(r0.min()), int(r1.max()) + 1
-        band = self.ab[:, :, low:high]  # the source rows these output rows read
-        across = _lerp(band[..., c0], band[..., c1], cw0, cw1)  # (B, C, high - low, len(cols))
-        r0, r1 = r0 - low, r1 - low
-        return _lerp(across[:, :, r0], across[:, :, r1], rw0[:, None], rw1[:, None])
+        r0, r1, w0, w1 = (torch.from_numpy(t) for t in bilinear_taps(self.ab.shape[-2], self.size[0], rows))
+        if self._across is not None:
+            across, low = self._across[..., cols], 0
+        else:
+            low, high = int(r0.min()), int(r1.max()) + 1
+            across = self._along_rows(self.ab[:, :, low:high], cols)  # the source rows these rows read
+        return _lerp(across[:, :, r0 - low], across[:, :, r1 - low], w0[:, None], w1[:, None])
 
 
 def merge_gray_ab(gray: np.ndarray, ab: torch.Tensor, dtype: np.dtype, channels: int = 3) -> np.ndarray:
