@@ -661,6 +661,20 @@ def _colorize_quietly(colorizer: Colorizer, array, **kwargs):
         return colorizer.colorize(array, render_size=RENDER_SIZE, **kwargs)
 
 
+def _same_but_rounding(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal colors up to torch's last bit: its SIMD kernels and their scalar tails may round
+    one step apart, so a pixel can differ with where a tile edge puts it (one level in 8 or
+    16 bits, 1e-6 in float32, one float16 step); alpha, copied, is exact."""
+    if a.shape != b.shape:
+        return False
+    color = (slice(None),) * (a.ndim - 1) + (slice(0, 3),)
+    if a.shape[-1] == 4 and not np.array_equal(a[..., 3], b[..., 3], equal_nan=True):
+        return False
+    x, y = a[color].astype(np.float64), b[color].astype(np.float64)
+    step = {"u": 1.0, "b": 0.0}.get(a.dtype.kind, 1e-3 if a.dtype.itemsize == 2 else 1e-6)
+    return bool(np.all(np.abs(x - y) <= step))
+
+
 def _check_result(result: np.ndarray, given: np.ndarray) -> None:
     """Shape, sample type, finite color and the caller's alpha, exactly."""
     channels = 1 if given.ndim == 2 else given.shape[2]
@@ -678,7 +692,8 @@ def _check_result(result: np.ndarray, given: np.ndarray) -> None:
 def test_fuzz_strip_arrays(colorizer, workdir):
     """1 x N, N x 1, 2 x N and other strips thinner than 16 px, in every channel count, sample
     type and memory layout, through Colorizer.colorize: the right shape, type and alpha, the
-    same samples in any layout, and when every tile, row piece and chunk is made tiny."""
+    same samples in any layout, and (but for torch's last bit) when every tile, row piece and
+    chunk is made tiny."""
     tally = Tally(rss_start_mb=_rss_mb())
 
     @settings(settings.get_profile(PROFILE), max_examples=60 if not LONG_EXAMPLES else LONG_EXAMPLES)
@@ -694,7 +709,7 @@ def test_fuzz_strip_arrays(colorizer, workdir):
             assert np.array_equal(result, _colorize_quietly(colorizer, plain).astype(result.dtype), equal_nan=True)
         with tiny_tiles():
             tiled = _colorize_quietly(colorizer, array)
-        assert np.array_equal(tiled, result, equal_nan=True), "tiling changed the result"
+        assert _same_but_rounding(tiled, result), "tiling changed the result"
         tally.cases += 1
         tally.colorized += 1
         tally.max_seconds = max(tally.max_seconds, time.perf_counter() - started)
@@ -781,7 +796,7 @@ def test_fuzz_strip_files(colorizer, workdir):
             from autocolor.imageio import to_uint8, to_uint16
 
             assert np.array_equal(out, to_uint16(expected) if deep else to_uint8(expected)), "file and API differ"
-            assert np.array_equal(outputs[1], out), "tiling changed the file"
+            assert _same_but_rounding(outputs[1], out), "tiling changed the file"
         tally.cases += 1
         tally.colorized += 1
         tally.max_seconds = max(tally.max_seconds, time.perf_counter() - started)
@@ -896,8 +911,9 @@ def test_fuzz_arrays_refused_in_one_line(colorizer):
         assert message and "\n" not in message and len(message) < 300, message
         tally.cases += 1
         tally.refused += 1
-        kind = message.split(" ")[0 if message.startswith("unsupported") else 1]
+        kind = {"unsupported": "sample type", "empty": "no pixels"}.get(message.split(" ")[0], "shape")
         tally.reasons[kind] = tally.reasons.get(kind, 0) + 1
+        tally.rss_max_mb = max(tally.rss_max_mb, _rss_mb())
 
     tally = Tally(rss_start_mb=_rss_mb())
     try:
@@ -958,6 +974,7 @@ def test_fuzz_numbers_in_hints_and_suggestions(workdir):
         tally.cases += 1
         tally.refused += refused
         tally.colorized += not refused
+        tally.rss_max_mb = max(tally.rss_max_mb, _rss_mb())
         if refused:
             tally.reasons[where] = tally.reasons.get(where, 0) + 1
 
