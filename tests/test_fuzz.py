@@ -959,16 +959,16 @@ def test_fuzz_numbers_in_hints_and_suggestions(workdir):
     def run(where, a, b):
         if where == "hint":
             ok = _is_number_within(a, 0, w, high_open=True) and _is_number_within(b, 0, h, high_open=True)
-            call = lambda: guided.colorize(gray, render_size=RENDER_SIZE, hints=[(a, b, "#3060e0")])  # noqa: E731
+            call = lambda: guided.colorize(gray, render_size=RENDER_SIZE, hints=[(a, b, "#3060e0")])
         elif where == "color":
             ok = _is_number_within(a, 0, 255) and _is_number_within(b, 0, 255)
-            call = lambda: guided.colorize(gray, render_size=RENDER_SIZE, hints=[(5, 5, (a, b, 128))])  # noqa: E731
+            call = lambda: guided.colorize(gray, render_size=RENDER_SIZE, hints=[(5, 5, (a, b, 128))])
         elif where == "suggest-xy":
             ok = _is_number_within(a, 0, w, high_open=True) and _is_number_within(b, 0, h, high_open=True)
-            call = lambda: guided.suggest(gray, a, b, render_size=RENDER_SIZE)  # noqa: E731
+            call = lambda: guided.suggest(gray, a, b, render_size=RENDER_SIZE)
         else:
             ok = _is_number_within(a, 1, 1000) and float(a).is_integer()  # 3.0 counts, as at every entrance
-            call = lambda: guided.suggest(gray, 3, 4, k=a, render_size=RENDER_SIZE)  # noqa: E731
+            call = lambda: guided.suggest(gray, 3, 4, k=a, render_size=RENDER_SIZE)
         refused = _is_one_line_value_error(call)
         assert refused != ok, (where, a, b)
         tally.cases += 1

@@ -19,7 +19,6 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from kornia.color import lab_to_rgb as _kornia_lab_to_rgb
 from kornia.color import linear_rgb_to_rgb, xyz_to_rgb
 from kornia.color import rgb_to_lab as _kornia_rgb_to_lab
