@@ -220,9 +220,18 @@ class Colorizer:
     ) -> list[np.ndarray]:
         """Colorize same-sized, same-dtype :class:`Pixels`; alpha is reattached."""
         check_colorize_settings(render_size, saturation)
-        gray = np.stack([p.gray for p in batch])  # (B, H, W) uint16
-        rgbs = colorize_gray(self.model, gray, batch[0].dtype, render_size, saturation, hints, faces=self.faces)
-        return [join_alpha(rgb, p.alpha) for rgb, p in zip(rgbs, batch)]
+        gray = batch[0].gray[None] if len(batch) == 1 else np.stack([p.gray for p in batch])  # (B, H, W) uint16
+        alpha = all(p.alpha is not None for p in batch)  # then the color is laid into RGBA directly, not copied
+        rgbs = colorize_gray(self.model, gray, batch[0].dtype, render_size, saturation, hints, faces=self.faces,
+                             channels=4 if alpha else 3)
+        results = []
+        for rgb, p in zip(rgbs, batch):
+            if rgb.shape[-1] == 4:
+                rgb[..., 3] = p.alpha
+                results.append(rgb)
+            else:
+                results.append(join_alpha(rgb, p.alpha))
+        return results
 
     def colorize(
         self,
@@ -271,18 +280,20 @@ class Colorizer:
                 render_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[str, float]]:
         """The model's ``k`` likeliest colors at pixel ``(x, y)`` (column, row):
         ``[("#rrggbb", probability), ...]``, likeliest first, each at that
-        pixel's lightness. Needs a classification head (the default)."""
+        pixel's lightness. Needs a classification head (the default). ``k`` is
+        an integer from 1 to 1000 (``settings.SUGGESTIONS``), else ``ValueError``."""
         import torch
 
         from autocolor.color import gray16_to_l, gray_tables, lab_to_rgb
-        from autocolor.guide import Hints, Point
+        from autocolor.guide import Hints
         from autocolor.pipeline import resize, working_size
 
         check_colorize_settings(render_size, max_pixels=max_pixels)
+        k = check_number("k", k, settings.SUGGESTIONS)
         _, pixels = self._pixels(img, max_pixels)
         h, w = pixels.gray.shape
         guide = self._hints(hints, None, None, pixels)
-        Hints((Point(x, y, (0, 0, 0)),)).check(h, w)
+        Hints.build([(x, y, (0, 0, 0))]).check(h, w)  # x and y checked as numbers, as hints are
         model = self.model
         if not hasattr(model, "probabilities"):
             raise ValueError(f"{self.name}: only a classification model suggests colors")
@@ -591,12 +602,15 @@ class _Decoded:
         return p.gray.nbytes + (p.alpha.nbytes if p.alpha is not None else 0) + (p.rgb.nbytes if p.rgb is not None else 0)
 
 
-def _decode(job: Job, max_pixels: int, keep_metadata: bool = True) -> _Decoded:
+def _decode(job: Job, max_pixels: int, keep_metadata: bool = True, keep_rgb: bool = True) -> _Decoded:
     started = time.perf_counter()
     try:
         photo = read_photo(job.source, max_pixels)
-        return _Decoded(job, split_pixels(photo.samples), list(photo.notes),
-                        metadata=photo.metadata if keep_metadata else None, started=started)
+        pixels = split_pixels(photo.samples)
+        if not keep_rgb:
+            pixels.rgb = None  # the input's own colors (3-6 bytes a pixel) serve only --keep-color
+        return _Decoded(job, pixels, list(photo.notes), metadata=photo.metadata if keep_metadata else None,
+                        started=started)
     except ImageError as exc:
         return _Decoded(job, error=str(exc), started=started)
     except MemoryError:
@@ -806,7 +820,7 @@ class _BatchRun:
             job = next(self.queue, None)
             if job is None:
                 return
-            self.reads.append(self.pool.submit(_decode, job, self.max_pixels, not self.strip_metadata))
+            self.reads.append(self.pool.submit(_decode, job, self.max_pixels, not self.strip_metadata, self.keep_color))
 
     def settle_writes(self, keep: int) -> None:
         """Wait for the oldest encodes until ``keep`` at most (and under the byte budget) are under way."""
