@@ -1062,9 +1062,6 @@ def test_web_settings_that_are_not_numbers_are_a_value_error(tmp_path):
             handlers._how(session, "m", render_size, saturation)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="guide.py (not this change's to edit): numpy integers and float32 as hint coordinates or "
-                          "channels are refused ('x must be a number, got np.int64(3)'), as is a color given as an array")
 def test_numpy_numbers_are_numbers_in_hints():
     from autocolor.guide import HintError, Hints
 

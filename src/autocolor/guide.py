@@ -223,12 +223,20 @@ POINT_SIZE = 5  # side, in working-size pixels, of the square a point colors (as
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 
 
+def _real(value) -> bool:
+    """A finite real number: Python's or numpy's (``np.int64``, ``np.float32``), not a bool."""
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+            and math.isfinite(value))
+
+
 def parse_color(color) -> tuple[int, int, int]:
-    """``(r, g, b)`` in 0-255 from a tuple/list of three numbers or ``"#rrggbb"``.
+    """``(r, g, b)`` in 0-255 from a tuple/list/array of three numbers or ``"#rrggbb"``.
 
     >>> parse_color("#ff8000"), parse_color([0, 128, 255])
     ((255, 128, 0), (0, 128, 255))
     """
+    if isinstance(color, np.ndarray) and color.shape == (3,):
+        color = color.tolist()
     if isinstance(color, str):
         match = _HEX.match(color.strip())
         if not match:
@@ -238,7 +246,7 @@ def parse_color(color) -> tuple[int, int, int]:
     if isinstance(color, (list, tuple)) and len(color) == 3:
         rgb = []
         for c in color:
-            if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or not 0 <= c <= 255:
+            if not _real(c) or not 0 <= c <= 255:
                 raise HintError(f"color {list(color)!r}: each channel must be a number in 0-255")
             rgb.append(int(round(c)))
         return tuple(rgb)  # type: ignore[return-value]
@@ -287,7 +295,7 @@ class Hints:
                 raise HintError(f"hint {i + 1}: expected (x, y, color), got {item!r}")
             x, y, color = item
             for name, v in (("x", x), ("y", y)):
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                if not _real(v):
                     raise HintError(f"hint {i + 1}: {name} must be a number, got {v!r}")
             try:
                 parsed.append(Point(float(x), float(y), parse_color(color)))
