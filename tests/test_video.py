@@ -289,7 +289,7 @@ def scene(t: int, shift: int = 4, gain: float = 1.0) -> tuple[np.ndarray, np.nda
 
 
 def test_stabilizer_follows_motion_ignores_exposure_flicker_and_restarts_at_cuts():
-    from autocolor.video import ChromaStabilizer
+    from autocolor.video import ChromaStabilizer, StabilizerConfig
 
     rng = np.random.default_rng(0)
     frames = [scene(t, gain=rng.uniform(0.95, 1.05)) for t in range(10)]
@@ -300,7 +300,9 @@ def test_stabilizer_follows_motion_ignores_exposure_flicker_and_restarts_at_cuts
         ab[0][mask] = 40.0
         return ab + rng.normal(0, noise, ab.shape).astype(np.float32)
 
-    stabilizer = ChromaStabilizer()
+    # Strong smoothing (the network on every 2nd frame, 0.8 carried: about 9 guesses
+    # averaged) so that the noise removed stands out; the default averages about 3.
+    stabilizer = ChromaStabilizer(StabilizerConfig(keep=0.8, predict_every=2))
     gray = np.stack([g for g, _ in frames] + [other])
     truths = [guess(m, 0) for _, m in frames] + [np.full((2, 24, 32), -30, np.float32)]
     guesses = [guess(m, 8) for _, m in frames] + [truths[-1]]
@@ -362,8 +364,8 @@ def test_faces_are_looked_for_once_a_shot_and_their_boxes_follow_the_motion():
     plan = ChromaStabilizer().plan(gray)
     tracker = FaceTracker()
     found = tracker.follow(gray, plan)
-    assert tracker.detections == 1 and len(found) == len(plan.wanted) == 6
+    assert tracker.detections == 1 and len(found) == len(plan.wanted) >= 4
     for i, boxes in zip(plan.wanted, found):
         (box,), (fresh,) = boxes, detect_faces(gray[i])
         assert abs(box.x - fresh.x) <= 4 and abs(box.y - fresh.y) <= 4, (i, box, fresh)
-    assert found[-1][0].x < found[0][0].x - 25  # the face moved left with the pan
+    assert abs(found[0][0].x - found[-1][0].x - 3 * plan.wanted[-1]) <= 3  # 3 px a frame to the left, as panned
