@@ -16,6 +16,7 @@ pytest.importorskip("av")
 pytest.importorskip("cv2")
 
 from test_video import make_clip, probe  # noqa: E402
+from test_web import ARTIFACTS, _wait, browser, needs_browser  # noqa: E402, F401 (browser: a fixture)
 from webserver import Server, call, constant_color_model, file_data, running_server, upload  # noqa: E402
 
 MODEL_LABEL = "constant-orange"  # the folder name start_server gives the constant model
@@ -77,3 +78,28 @@ def test_colorize_clip_refuses_long_clips_and_charges_the_visitors_share(tmp_pat
     outcome = colorize_clip(colorizer, "long.mp4", long, tmp_path / "out", config, gate)
     assert outcome.error is None and outcome.frames == 12 and probe(outcome.result)["frames"] == 12
     assert gate.used("anonymous") == 64 * 48 * 12  # charged its pixels: the visitor's fair share counts video
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@needs_browser
+def test_browser_colorizes_a_clip_in_the_video_tab(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    clip = make_clip(tmp_path / "visitor-clip.mp4", frames=12, w=128, h=96)
+    browser.get(server.url)
+    tab = _wait(browser, lambda d: next((b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")
+                                         if b.text.strip() == "Video"), None), 60)
+    tab.click()
+    _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#video-upload input[type=file]"), 30).send_keys(str(clip))
+    _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#video-upload video"), 60)  # uploaded, shown
+    browser.find_element(By.ID, "colorize-video").click()
+    _wait(browser, lambda d: "Colorized 12 frames" in d.find_element(By.ID, "video-status").text)
+    video = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#video-result video"), 30)
+    _wait(browser, lambda d: d.execute_script("return arguments[0].readyState >= 2 && arguments[0].videoWidth",
+                                              video) == 128, 30)  # the browser plays what it got
+    link = browser.find_element(By.CSS_SELECTOR, "#video-download a[download]")
+    assert link.get_attribute("download") == "visitor-clip-color.mp4"
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "web-demo-video-test.png"))
+    assert "Traceback" not in browser.page_source
