@@ -231,6 +231,18 @@ def run_one(method: str, clip: Path, output: Path, threads: int) -> dict:
             "rss_mb": peak_rss_mb()}
 
 
+def run_method(method: str, clip: Path, output: Path, threads: int, package: Path | None = None) -> dict:
+    """:func:`run_one` in a fresh process (its own peak RSS), with the package under ``package`` if given."""
+    env = dict(os.environ)
+    if package is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(package.resolve()), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    run = subprocess.run([sys.executable, __file__, "--threads", str(threads), "--run", method, str(clip), str(output)],
+                         capture_output=True, text=True, env=env)
+    if run.returncode:
+        raise SystemExit(f"{method} on {clip} failed:\n{run.stderr}")
+    return json.loads(run.stdout)
+
+
 def clips(args, tmp: Path):
     """(name, clip, truth frames factory, motion maps) for each test clip."""
     for photo in map(Path, args.photos):
@@ -249,9 +261,7 @@ def rss_by_length(lengths: list[int], photo: Path, threads: int) -> int:
         for n in lengths:
             clip, output = Path(tmp) / f"pan-{n}.mp4", Path(tmp) / f"out-{n}.mp4"
             make_clip(photo, "pan", n, clip)
-            run = subprocess.run([sys.executable, __file__, "--threads", str(threads), "--run", "stabilized",
-                                  str(clip), str(output)], capture_output=True, text=True, check=True)
-            row = json.loads(run.stdout)
+            row = run_method("stabilized", clip, output, threads)
             print(f"| {n} | {row['fps']:.1f} | {row['rss_mb']:.0f} |")
     return 0
 
@@ -268,6 +278,9 @@ def main() -> int:
                    help="copy, per-frame, stabilized (the defaults), or StabilizerConfig fields such as "
                         "predict_every=1,keep=0.6 (separate methods by ';' then)")
     p.add_argument("--threads", type=int, default=2, help="PyTorch threads")
+    p.add_argument("--baseline", type=Path, metavar="SRC",
+                   help="also run each method (but copy) with the autocolor package under SRC (such as "
+                        "another checkout's src/), right after the current one, so both see the same load")
     p.add_argument("--json", type=Path, help="also write the per-clip rows here")
     p.add_argument("--rss-frames", default="", metavar="N,N,...",
                    help="instead: peak RSS of the stabilized path on pans of these lengths (memory must stay flat)")
@@ -282,18 +295,18 @@ def main() -> int:
     if args.rss_frames:
         return rss_by_length([int(n) for n in args.rss_frames.split(",")], Path(args.photos[0]), args.threads)
     methods = args.methods.split(";") if "=" in args.methods else args.methods.split(",")
+    runs = [(method, None) for method in methods]
+    if args.baseline:
+        runs = [run for method in methods for run in [(method, None)] + [(method, args.baseline)] * (method != "copy")]
     rows, load_before = [], os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for name, clip, truths, maps in clips(args, Path(tmp)):
             truth = list(lab_frames(truths()))
             rows.append({"clip": name, "method": "truth", **score(truth, truth, maps)})
-            for k, method in enumerate(methods):
+            for k, (method, package) in enumerate(runs):
                 output = Path(tmp) / f"out-{k}.mp4"
-                run = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--run", method,
-                                      str(clip), str(output)], capture_output=True, text=True)
-                if run.returncode:
-                    raise SystemExit(f"{method} on {clip} failed:\n{run.stderr}")
-                row = {"clip": name, "method": method, **json.loads(run.stdout)}
+                row = {"clip": name, "method": method + (" [baseline]" if package else ""),
+                       **run_method(method, clip, output, args.threads, package)}
                 if method != "copy":
                     row.update(score(lab_frames(decode_rgb(output)), truth, maps))
                 rows.append(row)
@@ -311,7 +324,7 @@ def main() -> int:
         values = [r[key] for r in rows if r["method"] == method and key in r]
         return float(np.mean(values)) if values else float("nan")
 
-    for method in ["truth"] + methods:
+    for method in ["truth"] + list(dict.fromkeys(row["method"] for row in rows if row["method"] != "truth")):
         fl, de, fps, cpu = (mean(method, key) for key in ("flicker", "ciede2000", "fps", "cpu_ms"))
         rss = max((r["rss_mb"] for r in rows if r["method"] == method and "rss_mb" in r), default=float("nan"))
         print(f"| {method} | {fl:.3f} | {fl / mean('per-frame', 'flicker'):.2f}x | {de:.3f} | "

@@ -76,6 +76,13 @@ def detect_faces(gray: np.ndarray, min_side_share: float = 0.06) -> list[Face]:
     return [Face(int(x / scale), int(y / scale), int(fw / scale), int(fh / scale)) for x, y, fw, fh in found]
 
 
+def faces_in_lightness(lightness) -> list[Face]:
+    """:func:`detect_faces` on an ``(H, W)`` tensor of L in [0, 100], as :func:`face_guide` looks."""
+    import torch
+
+    return detect_faces((lightness.clamp(0, 100) * 2.55 + 0.5).to(torch.uint8).cpu().numpy())
+
+
 def face_points(faces: list[Face], lightness_at) -> list[tuple[float, float, tuple[float, float]]]:
     """``(x, y, (a, b))`` skin points for each face; ``lightness_at(x, y)`` is unused
     for the chroma (skin's a*, b* vary little with L) but kept dark points out:
@@ -89,21 +96,27 @@ def face_points(faces: list[Face], lightness_at) -> list[tuple[float, float, tup
     return points
 
 
-def face_guide(lightness, work_size: tuple[int, int]):
+def face_guide(lightness, work_size: tuple[int, int], found: list[list[Face]] | None = None):
     """Skin-tone hints for ``(B, 1, H, W)`` full-resolution L, laid out at the working
-    size as a :class:`autocolor.guide.Guide` (None when no image has a face)."""
+    size as a :class:`autocolor.guide.Guide` (None when no image has a face).
+
+    ``found``: each image's faces, already known (video detects them once in a
+    while and moves the boxes along the motion in between); None detects them here.
+    """
     import torch
 
     from autocolor.guide import make_guide
 
     b, _, h, w = lightness.shape
     hh, ww = work_size
+    if found is not None and not any(found):
+        return None
     ab = torch.zeros(b, 2, hh, ww)
     mask = torch.zeros(b, 1, hh, ww)
     for i in range(b):
         full = lightness[i, 0]
-        gray8 = (full.clamp(0, 100) * 2.55 + 0.5).to(torch.uint8).cpu().numpy()
-        points = face_points(detect_faces(gray8), lambda x, y: float(full[min(h - 1, int(y)), min(w - 1, int(x))]))
+        faces = faces_in_lightness(full) if found is None else found[i]
+        points = face_points(faces, lambda x, y: float(full[min(h - 1, int(y)), min(w - 1, int(x))]))
         for x, y, (a, bb) in points:
             row, col = min(hh - 1, int(y * hh / h)), min(ww - 1, int(x * ww / w))
             window = (i, slice(None), slice(max(0, row - 1), row + 2), slice(max(0, col - 1), col + 2))

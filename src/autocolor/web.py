@@ -61,6 +61,7 @@ from autocolor.webguard import (
     FairGate,
     UploadQuota,
     UploadStore,
+    VisitorLimit,
     make_workdir,
     remove_leftovers,
 )
@@ -120,6 +121,9 @@ class WebConfig:
     max_request_pixels: int = 60_000_000  # per request, all its images together
     max_file_size: str = "25mb"  # per upload, enforced by Gradio before anything is decoded
     max_images: int = 8  # per request (files per upload, too); one slider each
+    max_video_seconds: float = 10.0  # the video tab takes short clips: a 10 s clip takes about as long to colorize
+    max_video_pixels: int = 640 * 480  # per frame (640x360, 480x640 and the like)
+    max_video_frames: int = 600  # 10 s at 60 frames/s, counted as decoded whatever the header says
     concurrency: int = 1  # images colorized at once (the fair gate's slots)
     workers: int = 4  # requests in progress at once; beyond the slots they wait their turn at the gate
     visitor_pixels_per_minute: int = 400_000_000  # what one visitor may have colorized per minute
@@ -287,6 +291,73 @@ def zip_results(paths: list[Path], target: Path) -> Path:
     return target
 
 
+@dataclass
+class ClipOutcome:
+    """What became of one uploaded clip: the colorized file, or why not (one line for the visitor)."""
+
+    name: str
+    result: Path | None = None
+    error: str | None = None
+    frames: int = 0
+    seconds: float = 0.0  # colorizing took
+
+
+def video_refusal(name: str, info, config: WebConfig) -> str | None:
+    """Why the demo does not take a clip of this :class:`autocolor.video.VideoInfo`, or None."""
+    shown = display_name(name)
+    if info.width * info.height > config.max_video_pixels:
+        return (f"{shown}: {info.width}x{info.height} is larger than this demo colorizes "
+                f"({config.max_video_pixels / 1e3:.0f} thousand pixels a frame, such as 640x480); "
+                "the command line (autocolor colorize) takes any size.")
+    if info.seconds > config.max_video_seconds or info.frames > config.max_video_frames:
+        length = f"{info.seconds:.1f} s" if info.seconds else f"{info.frames} frames"
+        return (f"{shown}: {length} is longer than this demo colorizes ({config.max_video_seconds:g} s); "
+                "cut a short part, or use the command line (autocolor colorize).")
+    return None
+
+
+def colorize_clip(colorizer: Colorizer, name: str, path: Path, folder: Path, config: WebConfig, gate: FairGate,
+                  visitor: str = "anonymous", saturation: float = 1.0) -> ClipOutcome:
+    """Colorize one uploaded clip into ``folder`` through :meth:`Colorizer.colorize_video`,
+    within the demo's limits and the visitor's fair share of the model."""
+    from autocolor.video import VideoError, probe_video
+
+    try:
+        info = probe_video(path)
+    except VideoError as exc:
+        return ClipOutcome(name, error=_clip_error(name, exc, path))
+    if refusal := video_refusal(name, info, config):
+        return ClipOutcome(name, error=refusal)
+    target = folder / f"{Path(name).stem or 'video'}-color.mp4"
+    frames = info.frames or round(config.max_video_seconds * 30)
+    started = time.monotonic()
+    try:
+        with gate.turn(visitor, info.width * info.height * frames):
+            written = colorizer.colorize_video(path, target, saturation=saturation, progress=False,
+                                               max_frames=config.max_video_frames)
+    except VisitorLimit as exc:
+        return ClipOutcome(name, error=f"{display_name(name)}: not colorized; {exc}")
+    except VideoError as exc:
+        return ClipOutcome(name, error=_clip_error(name, exc, path, target))
+    return ClipOutcome(name, result=target, frames=written, seconds=time.monotonic() - started)
+
+
+def _clip_error(name: str, exc: Exception, *paths: Path) -> str:
+    """A video error for the visitor: under the name they gave, never a server path."""
+    reason = str(exc)
+    for path in paths:
+        reason = reason.removeprefix(f"{path}: ")
+    return f"{display_name(name)}: {reason.splitlines()[0] if reason else 'cannot be colorized'}"
+
+
+def clip_status(outcome: ClipOutcome) -> str:
+    if outcome.error:
+        return f"- {outcome.error}"
+    rate = outcome.frames / outcome.seconds if outcome.seconds else 0.0
+    return (f"Colorized {outcome.frames} frames of {display_name(outcome.name)} in {outcome.seconds:.1f} s "
+            f"({rate:.1f} frames/s).")
+
+
 def _problems(refused: list[Outcome], notes: list[str]) -> str:
     return "\n".join(f"- {m}" for m in [o.error for o in refused] + notes)
 
@@ -344,6 +415,9 @@ class Session:
 
     def next_result(self) -> Path:
         return self._fresh("results")
+
+    def next_video(self) -> Path:
+        return self._fresh("videos")
 
 
 class WebState:
@@ -677,6 +751,24 @@ class Handlers:
                 shots.append((str(path), f"render size {size}"))
             return shots
 
+    def colorize_video(self, upload, model_label, saturation, request: "gr.Request"):
+        """The video tab: (colorized clip, its download, status)."""
+        session, key = self.state.session(request), request.session_hash or ""
+        with session.lock:
+            saturation = float(saturation)
+            if not 0.0 <= saturation <= 2.0:  # NaN fails this too
+                raise ValueError(f"saturation {saturation!r} must be a number in 0-2")
+            mine = self.state.claim(key, [Path(upload)] if upload else [])
+            if not mine:
+                text = "Upload a short clip first." if not upload else "The clip is no longer on the server; upload it again."
+                return None, None, text
+            colorizer = self.state.models.get(str(model_label))
+            outcome = colorize_clip(colorizer, mine[0].name, mine[0], session.next_video(), self.config,
+                                    self.state.gate, session.visitor, saturation)
+            if outcome.result is None:
+                return None, None, clip_status(outcome)
+            return str(outcome.result), str(outcome.result), clip_status(outcome)
+
     def end(self, request: "gr.Request") -> None:
         self.state.end(request.session_hash or "")
 
@@ -771,6 +863,33 @@ def _editor(config: WebConfig) -> dict:
     return c
 
 
+def _video_tab(handlers: Handlers, config: WebConfig) -> dict:
+    """The video tab: a short clip in, the same colorize_video as the command line, the colorized clip out."""
+    import gradio as gr
+
+    labels = list(config.models)
+    c = {}
+    gr.Markdown(f"Colorize a short black-and-white clip (up to {config.max_video_seconds:g} s and "
+                f"{config.max_video_pixels / 1e3:.0f} thousand pixels a frame, such as 640x480): colors are steadied "
+                "along the motion, and the sound is kept. Longer films: `autocolor colorize film.mp4 -o out/`.")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            c["clip"] = gr.Video(label="Clip", sources=["upload"], format=None, elem_id="video-upload")
+            c["model"] = gr.Dropdown(labels, value=labels[0], label="Model", elem_id="video-model")
+            c["saturation"] = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Saturation",
+                                        elem_id="video-saturation")
+            c["button"] = gr.Button("Colorize video", variant="primary", elem_id="colorize-video")
+            c["status"] = gr.Markdown(elem_id="video-status")
+        with gr.Column(scale=2, min_width=320):
+            c["result"] = gr.Video(label="Colorized", interactive=False, format=None, buttons=["download"],
+                                   elem_id="video-result")
+            c["download"] = gr.File(label="Download", interactive=False, elem_id="video-download")
+    c["button"].click(handlers.colorize_video, [c["clip"], c["model"], c["saturation"]],
+                      [c["result"], c["download"], c["status"]], api_name="colorize_video",
+                      concurrency_limit=config.workers)
+    return c
+
+
 def _wire(handlers: Handlers, c: dict, config: WebConfig) -> None:
     """Events: what each control runs, and with which inputs and outputs."""
     settings = [c["model"], c["render_size"], c["saturation"]]
@@ -818,11 +937,13 @@ def build_app(config: WebConfig, workdir: Path, state: WebState | None = None) -
                    delete_cache=(config.cleanup_every_s, config.keep_files_s)) as demo:
         gr.Markdown("# autocolor\nColorize black-and-white photos, then click on the result to say which "
                     "color belongs where.")
-        with gr.Row():
+        with gr.Tab("Photos", elem_id="photos-tab"), gr.Row():
             with gr.Column(scale=1, min_width=320):
                 controls = _controls(config)
             with gr.Column(scale=2, min_width=320):
                 editor = _editor(config)
+        with gr.Tab("Video", elem_id="video-tab"):
+            _video_tab(handlers, config)
         _wire(handlers, {**controls, **editor}, config)
         demo.unload(handlers.end)
     demo.autocolor_state = handlers.state  # serve() adds the upload route and the sweeper over it
