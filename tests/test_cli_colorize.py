@@ -326,6 +326,15 @@ def test_numeric_flags_out_of_range_are_one_line(tmp_path, capsys, flag, value):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("port", ["99999", "0", "-1", "http"])
+def test_serve_refuses_a_port_outside_1_to_65535_in_one_line(capsys, port):
+    with pytest.raises(SystemExit) as stop:
+        main(["serve", "--port", port])
+    assert stop.value.code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "--port" in line and "must be" in line
+
+
 def test_batch_size_zero_ends_at_once(tmp_path):
     """Issue 17 item 7: --batch-size 0 looped forever."""
     Image.fromarray(gradient()).save(tmp_path / "a.png")

@@ -1049,15 +1049,13 @@ def test_fuzz_web_settings_and_clicks(tmp_path):
     assert tally.colorized > 0 and tally.refused > 0
 
 
-@pytest.mark.xfail(strict=True, raises=(TypeError, OverflowError),
-                   reason="web.py (not this change's to edit): Handlers._how turns null, lists and objects into a "
-                          "TypeError and an infinite render size into an OverflowError, not its one-line ValueError")
 def test_web_settings_that_are_not_numbers_are_a_value_error(tmp_path):
     from autocolor.web import Handlers, WebConfig, WebState
 
     handlers = Handlers(WebState(WebConfig(models={"m": "levin"}, samples=[]), tmp_path / "work"))
     session = type("Session", (), {"visitor": "v"})()
-    for render_size, saturation in ((None, 1.0), (256, None), (256, [1]), (256, {"a": 1}), (float("inf"), 1.0)):
+    for render_size, saturation in ((None, 1.0), (256, None), (256, [1]), (256, {"a": 1}), (float("inf"), 1.0),
+                                     (256.5, 1.0), ("x", 1.0)):
         with pytest.raises(ValueError):
             handlers._how(session, "m", render_size, saturation)
 

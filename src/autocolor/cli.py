@@ -103,10 +103,12 @@ def _run_models(args: argparse.Namespace) -> int:
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from autocolor.settings import PORT
+
     p = sub.add_parser("serve", help="web demo: colorize photos in the browser",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 exposes it to the network)")
-    p.add_argument("--port", type=int, default=7860, help="TCP port")
+    p.add_argument("--port", type=_bounded(PORT), default=7860, help="TCP port")
     p.add_argument("--model", action="append", default=[], metavar="PATH",
                    help="model folder to offer (repeatable; default: the installed default weights)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, ...")

@@ -36,6 +36,7 @@ WORKERS = Bounds(0, 64, integer=True)  # 0: one thread
 THREADS = Bounds(0, 1024, integer=True)
 MAX_PIXELS = Bounds(1, 2_000_000_000, integer=True)
 SUGGESTIONS = Bounds(1, 1000, integer=True)  # colors Colorizer.suggest lists (its k)
+PORT = Bounds(1, 65535, integer=True)  # autocolor serve --port
 
 DEFAULT_RENDER_SIZE = 256  # == pipeline.DEFAULT_RENDER_SIZE
 DEFAULT_MAX_PIXELS = 100_000_000  # == imageio.DEFAULT_MAX_PIXELS

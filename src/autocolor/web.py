@@ -483,12 +483,16 @@ class Handlers:
     # -- helpers
 
     def _how(self, session: Session, model_label, render_size, saturation) -> Render:
-        saturation = float(saturation)
+        """The request's settings, checked: a JSON null, list or object is a ValueError like a bad number."""
+        try:
+            saturation, size = float(saturation), float(render_size)
+        except (TypeError, ValueError):
+            raise ValueError(f"saturation {saturation!r} and render size {render_size!r} must be numbers") from None
         if not 0.0 <= saturation <= 2.0:  # NaN fails this too
             raise ValueError(f"saturation {saturation!r} must be a number in 0-2")
-        if int(render_size) not in RENDER_SIZES:
+        if size not in RENDER_SIZES:  # inf and NaN fail this too
             raise ValueError(f"render size {render_size!r} must be one of {', '.join(map(str, RENDER_SIZES))}")
-        return Render(str(model_label), int(render_size), saturation, session.visitor)
+        return Render(str(model_label), int(size), saturation, session.visitor)
 
     def _load(self, session: Session, key: str, files: list[tuple[str, Path]]) -> None:
         """Decode the files into the session, unless they are the ones it holds."""
