@@ -79,17 +79,16 @@ DEFAULT_POINT_COLOR = "#3a7bd5"
 
 
 def find_samples() -> list[Path]:
-    """Sample photos bundled with the package or found in the checkout's ``samples/``.
+    """The sample photos bundled with the package (``autocolor/samples/``).
 
-    Returns an empty list when neither exists: the demo works without them.
+    Returns an empty list when there are none: the demo works without them.
     """
-    package = Path(__file__).resolve().parent
-    for folder in (package / "samples", package.parents[1] / "samples"):
-        if folder.is_dir():
-            found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SAMPLE_SUFFIXES)
-            if found:
-                return found
-    return []
+    from autocolor.demo import samples_dir
+
+    folder = samples_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SAMPLE_SUFFIXES)
 
 
 def default_model_available() -> bool:
