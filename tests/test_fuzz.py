@@ -230,6 +230,12 @@ class Tally:
     rss_max_mb: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
 
+    def count(self, started: float) -> None:
+        """One case more, begun at ``started`` (``time.perf_counter()``): its time and the RSS so far."""
+        self.cases += 1
+        self.max_seconds = max(self.max_seconds, time.perf_counter() - started)
+        self.rss_max_mb = max(self.rss_max_mb, _rss_mb())
+
     def line(self, name: str) -> str:
         top = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items(), key=lambda kv: -kv[1])[:6])
         return (f"{name}: {self.cases} cases, {self.colorized} colorized, {self.refused} refused "
@@ -277,9 +283,7 @@ def check_case(colorizer: Colorizer, path: Path, data: bytes, tally: Tally) -> N
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    tally.cases += 1
-    tally.max_seconds = max(tally.max_seconds, time.perf_counter() - started)
-    tally.rss_max_mb = max(tally.rss_max_mb, _rss_mb())
+    tally.count(started)
     assert tally.rss_max_mb - tally.rss_start_mb < RSS_GROWTH_MB, tally.line("memory")
 
 
@@ -533,9 +537,7 @@ def test_fuzz_hostile_model_folders(workdir):
             tally.refused += 1
             kind = message.split(": ", 2)[1][:30] if message.count(": ") >= 1 else message[:30]
             tally.reasons[kind] = tally.reasons.get(kind, 0) + 1
-        tally.cases += 1
-        tally.max_seconds = max(tally.max_seconds, time.perf_counter() - started)
-        tally.rss_max_mb = max(tally.rss_max_mb, _rss_mb())
+        tally.count(started)
         assert tally.max_seconds < CASE_SECONDS and tally.rss_max_mb - tally.rss_start_mb < RSS_GROWTH_MB
 
     try:
@@ -710,10 +712,8 @@ def test_fuzz_strip_arrays(colorizer, workdir):
         with tiny_tiles():
             tiled = _colorize_quietly(colorizer, array)
         assert _same_but_rounding(tiled, result), "tiling changed the result"
-        tally.cases += 1
         tally.colorized += 1
-        tally.max_seconds = max(tally.max_seconds, time.perf_counter() - started)
-        tally.rss_max_mb = max(tally.rss_max_mb, _rss_mb())
+        tally.count(started)
         assert tally.rss_max_mb - tally.rss_start_mb < RSS_GROWTH_MB
 
     try:
@@ -797,10 +797,8 @@ def test_fuzz_strip_files(colorizer, workdir):
 
             assert np.array_equal(out, to_uint16(expected) if deep else to_uint8(expected)), "file and API differ"
             assert _same_but_rounding(outputs[1], out), "tiling changed the file"
-        tally.cases += 1
         tally.colorized += 1
-        tally.max_seconds = max(tally.max_seconds, time.perf_counter() - started)
-        tally.rss_max_mb = max(tally.rss_max_mb, _rss_mb())
+        tally.count(started)
         assert tally.rss_max_mb - tally.rss_start_mb < RSS_GROWTH_MB
 
     try:
@@ -871,10 +869,8 @@ def test_fuzz_array_layouts(colorizer, workdir):
         _check_result(result, odd)
         expected = _colorize_quietly(colorizer, plain)
         assert np.array_equal(result.astype(expected.dtype), expected, equal_nan=True), how
-        tally.cases += 1
         tally.colorized += 1
-        tally.max_seconds = max(tally.max_seconds, time.perf_counter() - started)
-        tally.rss_max_mb = max(tally.rss_max_mb, _rss_mb())
+        tally.count(started)
 
     try:
         run()
