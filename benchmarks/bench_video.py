@@ -237,7 +237,7 @@ def run_method(method: str, clip: Path, output: Path, threads: int, package: Pat
     if package is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(package.resolve()), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     run = subprocess.run([sys.executable, __file__, "--threads", str(threads), "--run", method, str(clip), str(output)],
-                         capture_output=True, text=True, env=env)
+                         capture_output=True, text=True, env=env, check=False)
     if run.returncode:
         raise SystemExit(f"{method} on {clip} failed:\n{run.stderr}")
     return json.loads(run.stdout)
