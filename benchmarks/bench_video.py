@@ -1,6 +1,6 @@
 """Video benchmark: flicker, color error and speed of per-frame vs stabilized colorization.
 
-Test clips are made from held-out photos (samples/*.jpg by default): a
+Test clips are made from held-out photos (src/autocolor/samples/*.jpg by default): a
 640x360 window pans or zooms over the photo by a known sub-pixel amount per
 frame, the gray version gets fresh film grain and a few percent exposure
 flicker per frame, and it is encoded as H.264 (CRF 12, so the input is
@@ -13,7 +13,7 @@ Each method runs in a fresh process so that its peak RSS is its own; the
 and no colorization, the floor for end-to-end speed.
 
     python benchmarks/bench_video.py                       # all samples, 48 frames each
-    python benchmarks/bench_video.py --frames 24 --photos samples/bear.jpg
+    python benchmarks/bench_video.py --frames 24 --photos src/autocolor/samples/bear.jpg
     python benchmarks/bench_video.py --baseline /path/to/main/src   # each run also with main's package
 """
 
@@ -269,7 +269,7 @@ def rss_by_length(lengths: list[int], photo: Path, threads: int) -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--photos", nargs="*", default=sorted(glob.glob("samples/*.jpg")), help="held-out photos")
+    p.add_argument("--photos", nargs="*", default=sorted(glob.glob("src/autocolor/samples/*.jpg")), help="held-out photos")
     p.add_argument("--frames", type=int, default=48, help="frames per clip")
     p.add_argument("--kinds", default="pan,zoom", help="motions: pan, zoom")
     p.add_argument("--real", nargs="*", default=[], metavar="VIDEO",

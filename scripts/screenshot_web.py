@@ -39,7 +39,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", help="model folder (default: the installed default weights)")
-    p.add_argument("--photo", type=Path, default=REPO / "samples" / "mountains.jpg", help="photo to colorize")
+    p.add_argument("--photo", type=Path, default=REPO / "src" / "autocolor" / "samples" / "mountains.jpg", help="photo to colorize")
     p.add_argument("--render-size", type=int, default=256, help="render size chosen in the page")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "web-demo.png", help="where the PNG goes")
     p.add_argument("--window", default="1280,1000", help="browser window size WIDTH,HEIGHT")

@@ -61,10 +61,10 @@ def test_missing_folders_are_made_and_checkpoint_keeps_its_import(tmp_path):
 def test_photo_corpus_files_are_world_readable(tmp_path, umask_022):
     from PIL import Image
 
-    from autocolor.photos import _save_jpeg_atomic, _write_manifest
+    from autocolor.photos import save_jpeg, write_manifest
 
-    _save_jpeg_atomic(Image.new("RGB", (8, 8), (120, 60, 30)), tmp_path / "test" / "p.jpg")
-    _write_manifest(tmp_path / "manifest.csv", [])
+    save_jpeg(Image.new("RGB", (8, 8), (120, 60, 30)), tmp_path / "test" / "p.jpg")
+    write_manifest(tmp_path / "manifest.csv", [])
     assert _mode(tmp_path / "test" / "p.jpg") == 0o644
     assert _mode(tmp_path / "manifest.csv") == 0o644
     assert (tmp_path / "manifest.csv").read_text().startswith("split,file,")

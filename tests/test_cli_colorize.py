@@ -326,6 +326,15 @@ def test_numeric_flags_out_of_range_are_one_line(tmp_path, capsys, flag, value):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("port", ["99999", "0", "-1", "http"])
+def test_serve_refuses_a_port_outside_1_to_65535_in_one_line(capsys, port):
+    with pytest.raises(SystemExit) as stop:
+        main(["serve", "--port", port])
+    assert stop.value.code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "--port" in line and "must be" in line
+
+
 def test_batch_size_zero_ends_at_once(tmp_path):
     """Issue 17 item 7: --batch-size 0 looped forever."""
     Image.fromarray(gradient()).save(tmp_path / "a.png")
@@ -499,20 +508,20 @@ def test_decoded_images_waiting_for_the_model_are_bounded_by_bytes(model_dir, tm
     monkeypatch.setattr(inference, "LOOKAHEAD_BYTES", budget, raising=False)
     colorizer = inference.Colorizer.load(model_dir)
     decoded, consumed, peak = [0], [0], [0]
-    real_decode, real_colorize = inference._decode, colorizer.colorize_pixels
+    real_read, real_colorize = inference.read_photo, colorizer.colorize_pixels
 
-    def decode(*args):
-        item = real_decode(*args)
+    def read(*args):
+        photo = real_read(*args)
         decoded[0] += 1
         peak[0] = max(peak[0], decoded[0] - consumed[0])
-        return item
+        return photo
 
     def colorize(batch, *args):
         time.sleep(0.1)  # a slow model: the decoders run ahead as far as they are let
         consumed[0] += len(batch)
         return real_colorize(batch, *args)
 
-    monkeypatch.setattr(inference, "_decode", decode)
+    monkeypatch.setattr(inference, "read_photo", read)
     monkeypatch.setattr(colorizer, "colorize_pixels", colorize)
     jobs, _ = inference.plan_jobs([str(tmp_path / "in")], tmp_path / "out")
     summary = inference.colorize_files(colorizer, jobs, progress=False, batch_size=1, workers=2, render_size=64)

@@ -46,7 +46,7 @@ def model_dirs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def report(folder_root, model_dirs, tmp_path_factory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("eval-out")
-    specs = ["grey", f"chroma={model_dirs['chroma']}", f"cae={model_dirs['cae']}"]
+    specs = ["gray", f"chroma={model_dirs['chroma']}", f"cae={model_dirs['cae']}"]
     return evaluate(specs, f"folder:{folder_root}", sizes=SIZES, n=N, seed=0, out_dir=out), out
 
 
@@ -59,7 +59,7 @@ def test_every_size_has_every_model(report):
     assert [r["size"] for r in results["results"]] == list(SIZES)
     for result in results["results"]:
         assert result["n_images"] == N
-        assert list(_rows(result)) == ["grey", "chroma", "cae"]
+        assert list(_rows(result)) == ["gray", "chroma", "cae"]
         for row in result["models"]:
             assert [p["saturation"] for p in row["sweep"]] == [0.0, 0.5, 0.75, 1.0, 1.25, 1.5]
             assert row["ciede2000"] == row["sweep"][3]["ciede2000"]
@@ -71,21 +71,21 @@ def test_every_size_has_every_model(report):
     )
 
 
-def test_grey_copy_is_the_baseline(report, folder_root):
+def test_gray_copy_is_the_baseline(report, folder_root):
     results, _ = report
     for result in results["results"]:
-        grey = _rows(result)["grey"]
-        assert grey["colorfulness"] == 0.0 and grey["colorfulness_ratio"] == 0.0
-        assert grey["parameters"] == 0
-        assert grey["ciede2000_vs_grey"] == pytest.approx(1.0)
-        assert grey["ciede2000_at_colorfulness"] == {"0.7": None, "0.85": None, "1": None}
-        assert {p["ciede2000"] for p in grey["sweep"]} == {grey["ciede2000"]}
+        copy = _rows(result)["gray"]
+        assert copy["colorfulness"] == 0.0 and copy["colorfulness_ratio"] == 0.0
+        assert copy["parameters"] == 0
+        assert copy["ciede2000_vs_gray"] == pytest.approx(1.0)
+        assert copy["ciede2000_at_colorfulness"] == {"0.7": None, "0.85": None, "1": None}
+        assert {p["ciede2000"] for p in copy["sweep"]} == {copy["ciede2000"]}
         # Recompute independently: the same seeded images, gray repeated to RGB.
         dataset = build_splits(f"folder:{folder_root}", result["size"], seed=0).test
         rgb, gray = load_images(dataset, sample_indices(len(dataset), N, seed=0))
         expected = mean_ciede2000(gray_to_rgb(gray), rgb).double().mean().item()
-        assert grey["ciede2000"] == pytest.approx(expected, rel=1e-6)
-        assert result["grey_ciede2000"] == pytest.approx(expected, rel=1e-6)
+        assert copy["ciede2000"] == pytest.approx(expected, rel=1e-6)
+        assert result["gray_ciede2000"] == pytest.approx(expected, rel=1e-6)
         assert result["truth_colorfulness"] > 10  # the synthetic photos are colorful
 
 
@@ -104,7 +104,7 @@ def test_files_written(report):
     results, out = report
     markdown = (out / "results.md").read_text()
     lines = markdown.splitlines()
-    for label in ("grey", "chroma", "cae"):
+    for label in ("gray", "chroma", "cae"):
         rows = [line for line in lines if line.startswith(f"| {label} |")]
         assert len(rows) == 3 * len(SIZES)  # metrics, trade-off and equal-colorfulness tables
     assert "SSIM (RGB)" in markdown and "mean over images" in markdown
@@ -117,7 +117,7 @@ def test_files_written(report):
     assert saved["results"][0]["models"][1]["psnr"] == pytest.approx(results["results"][0]["models"][1]["psnr"])
     for size in SIZES:
         with Image.open(out / f"grid_{size}.png") as grid:
-            columns = 5  # gray | grey | chroma | cae | truth
+            columns = 5  # gray | gray | chroma | cae | truth
             assert grid.mode == "RGB"
             assert grid.size == (columns * size + (columns + 1) * 2, N * size + (N + 1) * 2)
 
@@ -135,7 +135,7 @@ def test_sweep_runs_the_network_once_and_matches_the_pipeline(folder_root, model
 
 
 def test_evaluation_is_deterministic(folder_root, model_dirs):
-    specs = ["grey", f"chroma={model_dirs['chroma']}"]
+    specs = ["gray", f"chroma={model_dirs['chroma']}"]
     first = evaluate(specs, f"folder:{folder_root}", sizes=(32,), n=2, seed=3, saturations=(0.5,))
     second = evaluate(specs, f"folder:{folder_root}", sizes=(32,), n=2, seed=3, saturations=(0.5,))
     assert first == second
@@ -158,11 +158,22 @@ def test_model_spec_errors(tmp_path, model_dirs, monkeypatch):
         resolve_model("default")
     with pytest.raises(EvaluationError, match="no model folder"):
         resolve_model(f"x={tmp_path / 'missing'}")
-    with pytest.raises(EvaluationError, match="repeated: grey"):
-        evaluate(["grey", "grey"], "folder:unused", sizes=(32,))
+    with pytest.raises(EvaluationError, match="repeated: gray"):
+        evaluate(["gray", "gray"], "folder:unused", sizes=(32,))
     # Shipped weights are found by name once they exist.
     save_model(create_model("cae"), tmp_path / "weights" / "default")
     assert resolve_model("default").model.registry_name == "cae"
+
+
+def test_the_spelling_grey_still_names_the_gray_copy():
+    """Specs written before the rename keep working, and the report says gray."""
+    for spec in ("gray", "grey"):
+        entry = resolve_model(spec)
+        assert (entry.label, entry.model, entry.kind) == ("gray", None, "gray")
+    labelled = resolve_model("copy=grey")
+    assert (labelled.label, labelled.model) == ("copy", None)
+    with pytest.raises(EvaluationError, match="repeated: gray"):
+        evaluate(["gray", "grey"], "folder:unused", sizes=(32,))
 
 
 def test_unfinished_run_uses_its_newest_checkpoint(tmp_path):
@@ -175,11 +186,11 @@ def test_unfinished_run_uses_its_newest_checkpoint(tmp_path):
 
 def test_cli_evaluate(folder_root, model_dirs, tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["evaluate", "--models", f"grey,chroma={model_dirs['chroma']}", "--data", f"folder:{folder_root}",
+    argv = ["evaluate", "--models", f"gray,chroma={model_dirs['chroma']}", "--data", f"folder:{folder_root}",
             "--sizes", "32", "--n", "2", "--saturations", "0,1", "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "| chroma |" in printed and "CIEDE2000 / grey" in printed
+    assert "| chroma |" in printed and "CIEDE2000 / gray" in printed
     assert {p.name for p in out.iterdir()} == {"results.md", "results.json", "grid_32.png"}
 
 

@@ -23,7 +23,7 @@ def test_the_detector_finds_the_sample_portraits_face_and_nothing_in_the_landsca
 
     from PIL import Image
 
-    samples = Path(__file__).resolve().parents[1] / "samples"
+    samples = Path(__file__).resolve().parents[1] / "src" / "autocolor" / "samples"
     (face,) = faces.detect_faces(np.asarray(Image.open(samples / "portrait.jpg").convert("L")))
     assert 120 <= face.x + face.w / 2 <= 200 and 120 <= face.y + face.h / 2 <= 210 and face.w > 60  # her face
     for name in ("mountains.jpg", "boats.jpg", "mansion.jpg"):

@@ -397,6 +397,38 @@ def test_thin_strip_works_at_a_bounded_size(colorizer, workdir):
     assert time.perf_counter() - started < 20 and _rss_mb() - rss < 400
 
 
+def test_a_reversed_color_strip_array_colorizes(colorizer):
+    """Found by the layout fuzzer: a one-row color array reversed top to bottom (``a[::-1]``)
+    counts as contiguous to numpy, so no copy was made, and torch.from_numpy refused its
+    negative stride with a ValueError about tensors."""
+    rgb = np.dstack([np.arange(40, dtype=np.uint8), np.full(40, 90, np.uint8), 255 - np.arange(40, dtype=np.uint8)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "the input has color"
+        flipped = colorizer.colorize(rgb[::-1], render_size=RENDER_SIZE)
+        assert np.array_equal(flipped, colorizer.colorize(rgb.copy(), render_size=RENDER_SIZE))
+
+
+def test_suggest_refuses_a_bad_count_in_one_line(colorizer):
+    """Found by the number fuzzer: ``suggest(k=-1)`` raised torch's RuntimeError, k NaN, 2.5,
+    True or None a TypeError from topk."""
+    gray = (np.add.outer(np.arange(24), np.arange(40)) * 3 % 256).astype(np.uint8)
+    for bad in (-1, 0, float("nan"), 2.5, True, None, "3", 10**6):
+        with pytest.raises(ValueError, match="^k must be an integer from 1 to"):
+            colorizer.suggest(gray, 3, 3, k=bad)
+    assert len(colorizer.suggest(gray, 3, 3, k=3)) == 3
+
+
+def test_suggest_refuses_a_bad_pixel_in_one_line(colorizer):
+    """Found by the number fuzzer: suggest's x and y were not checked as numbers: None gave a
+    TypeError (from a comparison, or from formatting the message about it), False was taken
+    for column 0."""
+    gray = (np.add.outer(np.arange(24), np.arange(40)) * 3 % 256).astype(np.uint8)
+    for x, y in ((None, 3), (40.0, None), (0.0, False), ("3", 3), (float("nan"), 3), (3, [1])):
+        with pytest.raises(ValueError) as refused:
+            colorizer.suggest(gray, x, y)
+        assert "\n" not in str(refused.value)
+
+
 # ---------------------------------------------------------------- hostile model folders and numbers (issue 17)
 
 _JSON_SCALARS = st.one_of(
@@ -571,3 +603,469 @@ def test_fuzz_numeric_parameters_at_every_entrance(colorizer, workdir, capsys):
         assert refused != ok, (name, value)
 
     run()
+
+
+# ---------------------------------------------------------------- strips and array layouts (issue 17)
+
+# Every size the code cuts images by, made tiny: the same images then go through many partial
+# tiles, row pieces and chunks, and must come out exactly as they do in one piece.
+_TINY_TILES = {("autocolor.color", "TILE_PIXELS"): 997, ("autocolor.imageio", "_SPLIT_TILE"): 1009,
+               ("autocolor.imageio", "_CONVERT_CHUNK"): 1013, ("autocolor.imageio", "_PIECE_BYTES"): 4099,
+               ("autocolor.imageio", "_STRIP_PIXELS"): 64}
+
+
+class tiny_tiles:
+    """A context in which :data:`_TINY_TILES` hold (hypothesis's cases cannot take monkeypatch)."""
+
+    def __enter__(self):
+        import importlib
+
+        self.saved = []
+        for (module, name), value in _TINY_TILES.items():
+            mod = importlib.import_module(module)
+            self.saved.append((mod, name, getattr(mod, name)))
+            setattr(mod, name, value)
+
+    def __exit__(self, *exc):
+        for mod, name, value in self.saved:
+            setattr(mod, name, value)
+
+
+_SAMPLE_TYPES = ["u1", "u2", ">u2", "f2", "f4", ">f4", "f8", "?"]
+_long_side = st.one_of(st.integers(1, 300), st.integers(300, 6000), st.sampled_from([16, 97, 101, 1009, 4096, 4097]))
+_STRIP_SHAPES = st.one_of(
+    st.tuples(st.just(1), _long_side), st.tuples(_long_side, st.just(1)),
+    st.tuples(st.just(2), _long_side), st.tuples(_long_side, st.just(2)),
+    st.tuples(st.integers(1, 15), st.integers(16, 20_000), st.booleans()).map(lambda t: t[:2] if t[2] else t[1::-1]),
+)
+
+
+def _samples(shape: tuple[int, ...], kind: str, seed: int, smooth: bool) -> np.ndarray:
+    """Samples of ``shape`` in sample type ``kind``: noise, or a ramp along the long side."""
+    size = int(np.prod(shape))
+    unit = np.linspace(0, 1, size).reshape(shape) if smooth else np.random.default_rng(seed).random(shape)
+    dtype = np.dtype(kind)
+    if dtype == bool:
+        return unit >= 0.5
+    if dtype.kind == "f":
+        values = unit.astype(dtype)
+        if seed % 5 == 0:
+            values.flat[seed % values.size] = np.nan  # floats may hold NaN: it counts as black
+        return values
+    return (unit * np.iinfo(dtype).max + 0.5).astype(dtype)
+
+
+def _colorize_quietly(colorizer: Colorizer, array, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "the input has color"
+        return colorizer.colorize(array, render_size=RENDER_SIZE, **kwargs)
+
+
+def _same_but_rounding(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal colors up to torch's last bit: its SIMD kernels and their scalar tails may round
+    one step apart, so a pixel can differ with where a tile edge puts it (one level in 8 or
+    16 bits, 1e-6 in float32, one float16 step); alpha, copied, is exact."""
+    if a.shape != b.shape:
+        return False
+    color = (slice(None),) * (a.ndim - 1) + (slice(0, 3),)
+    if a.shape[-1] == 4 and not np.array_equal(a[..., 3], b[..., 3], equal_nan=True):
+        return False
+    x, y = a[color].astype(np.float64), b[color].astype(np.float64)
+    step = {"u": 1.0, "b": 0.0}.get(a.dtype.kind, 1e-3 if a.dtype.itemsize == 2 else 1e-6)
+    return bool(np.all(np.abs(x - y) <= step))
+
+
+def _check_result(result: np.ndarray, given: np.ndarray) -> None:
+    """Shape, sample type, finite color and the caller's alpha, exactly."""
+    channels = 1 if given.ndim == 2 else given.shape[2]
+    assert result.dtype == given.dtype
+    assert result.shape == given.shape[:2] + (4 if channels in (2, 4) else 3,)
+    if result.dtype.kind == "f":
+        assert np.isfinite(result[..., :3].astype(np.float64)).all()
+    if channels in (2, 4):  # float alpha is carried as float32
+        alpha = given[..., -1]
+        same = (lambda a: a.astype(np.float32)) if given.dtype.kind == "f" else (lambda a: a)
+        assert np.array_equal(same(result[..., 3]), same(alpha), equal_nan=True)
+
+
+@pytest.mark.slow
+def test_fuzz_strip_arrays(colorizer, workdir):
+    """1 x N, N x 1, 2 x N and other strips thinner than 16 px, in every channel count, sample
+    type and memory layout, through Colorizer.colorize: the right shape, type and alpha, the
+    same samples in any layout, and (but for torch's last bit) when every tile, row piece and
+    chunk is made tiny."""
+    tally = Tally(rss_start_mb=_rss_mb())
+
+    @settings(settings.get_profile(PROFILE), max_examples=60 if not LONG_EXAMPLES else LONG_EXAMPLES)
+    @given(_STRIP_SHAPES, st.sampled_from([None, 1, 2, 3, 4]), st.sampled_from(_SAMPLE_TYPES),
+           st.integers(0, 2**32 - 1), st.booleans(), st.sampled_from(["plain", *_LAYOUTS]))
+    def run(shape, channels, kind, seed, smooth, how):
+        plain = _samples(shape if channels is None else (*shape, channels), kind, seed, smooth)
+        array = plain if how == "plain" else _layout(plain, how, workdir)
+        started = time.perf_counter()
+        result = _colorize_quietly(colorizer, array)
+        _check_result(result, array)
+        if how not in ("plain", "broadcast"):
+            assert np.array_equal(result, _colorize_quietly(colorizer, plain).astype(result.dtype), equal_nan=True)
+        with tiny_tiles():
+            tiled = _colorize_quietly(colorizer, array)
+        assert _same_but_rounding(tiled, result), "tiling changed the result"
+        tally.cases += 1
+        tally.colorized += 1
+        tally.max_seconds = max(tally.max_seconds, time.perf_counter() - started)
+        tally.rss_max_mb = max(tally.rss_max_mb, _rss_mb())
+        assert tally.rss_max_mb - tally.rss_start_mb < RSS_GROWTH_MB
+
+    try:
+        run()
+    finally:
+        _report(tally, f"fuzz strip arrays ({PROFILE})")
+
+
+def _strip_file(path: Path, shape: tuple[int, int], mode: str, seed: int) -> None:
+    """A strip image file of ``mode`` ("RGB16"/"RGBA16": 48/64-bit PNG or TIFF) at ``path``."""
+    from autocolor.imageio import encode_image
+
+    if mode in ("RGB16", "RGBA16"):
+        array = _samples((*shape, 3 if mode == "RGB16" else 4), "u2", seed, seed % 2 == 0)
+        path.write_bytes(encode_image(array, "png" if path.suffix == ".png" else "tiff", metadata=None))
+        return
+    base = {"L": "u1", "LA": "u1", "RGB": "u1", "RGBA": "u1", "P": "u1", "1": "?", "I;16": "u2", "F": "f4"}[mode]
+    channels = {"LA": 2, "RGB": 3, "RGBA": 4}.get(mode)
+    array = _samples(shape if channels is None else (*shape, channels), base, seed, seed % 2 == 0)
+    if mode == "F":
+        array = np.nan_to_num(array)
+    image = Image.fromarray(array.astype(np.uint8) * 255 if mode == "1" else array)
+    if mode == "P":
+        image = image.convert("P")
+    elif mode == "1":
+        image = image.convert("1")
+    options = {"transparency": 3} if mode == "P" and path.suffix in (".png", ".gif") else {}
+    image.save(path, **options)
+
+
+_FILE_MODES = {".png": ["L", "LA", "RGB", "RGBA", "P", "1", "I;16", "RGB16", "RGBA16"],
+               ".tif": ["L", "RGB", "RGBA", "I;16", "F", "RGB16", "RGBA16"],
+               ".bmp": ["L", "RGB", "P"], ".gif": ["L", "P"], ".jpg": ["L", "RGB"], ".webp": ["RGB", "RGBA"]}
+_LOSSLESS = (".png", ".tif", ".bmp", ".gif")
+
+
+@pytest.mark.slow
+def test_fuzz_strip_files(colorizer, workdir):
+    """Strips written in each format and mode, through the batch path (read_photo, colorize,
+    encode, write): each comes out whole, at its depth (16-bit stays 16-bit in PNG and TIFF),
+    with its alpha; lossless outputs hold exactly what the API gives, also with tiny tiles
+    and the PNG strip writer."""
+    from autocolor.imageio import read_photo, split_pixels
+    from autocolor.inference import plan_jobs
+
+    tally = Tally(rss_start_mb=_rss_mb())
+    cases = st.sampled_from(sorted(_FILE_MODES)).flatmap(
+        lambda suffix: st.tuples(st.just(suffix), st.sampled_from(_FILE_MODES[suffix])))
+
+    @settings(settings.get_profile(PROFILE), max_examples=40 if not LONG_EXAMPLES else LONG_EXAMPLES)
+    @given(cases, _STRIP_SHAPES, st.integers(0, 2**32 - 1))
+    def run(case, shape, seed):
+        from autocolor.inference import colorize_files
+
+        suffix, mode = case
+        if suffix == ".webp" and max(shape) > 16383 or suffix == ".jpg" and max(shape) > 65500:
+            shape = (min(shape[0], 4000), min(shape[1], 4000))
+        source = workdir / f"strip{suffix}"
+        _strip_file(source, shape, mode, seed)
+        started = time.perf_counter()
+        outputs = []
+        for tiles in (False, True):
+            jobs, problems = plan_jobs([str(source)], workdir / f"strip-out-{tiles}")
+            assert not problems
+            with tiny_tiles() if tiles else warnings.catch_warnings():
+                summary = colorize_files(colorizer, jobs, render_size=RENDER_SIZE, overwrite=True, progress=False,
+                                         log=lambda _: None)
+            assert summary.done == 1, summary.failed
+            outputs.append(read_photo(jobs[0].target, max_pixels=10**8).samples)
+        photo = read_photo(source, max_pixels=10**8)
+        channels = 1 if photo.samples.ndim == 2 else photo.samples.shape[2]
+        out = outputs[0]
+        assert out.shape[:2] == shape and out.shape[2] == (4 if channels in (2, 4) and suffix != ".jpg" else 3)
+        deep = photo.samples.dtype != np.uint8 and suffix in (".png", ".tif")
+        assert out.dtype == (np.uint16 if deep else np.uint8)
+        if suffix in _LOSSLESS:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                (expected,) = colorizer.colorize_pixels([split_pixels(photo.samples)], RENDER_SIZE)
+            from autocolor.imageio import to_uint8, to_uint16
+
+            assert np.array_equal(out, to_uint16(expected) if deep else to_uint8(expected)), "file and API differ"
+            assert _same_but_rounding(outputs[1], out), "tiling changed the file"
+        tally.cases += 1
+        tally.colorized += 1
+        tally.max_seconds = max(tally.max_seconds, time.perf_counter() - started)
+        tally.rss_max_mb = max(tally.rss_max_mb, _rss_mb())
+        assert tally.rss_max_mb - tally.rss_start_mb < RSS_GROWTH_MB
+
+    try:
+        run()
+    finally:
+        _report(tally, f"fuzz strip files ({PROFILE})")
+
+
+def _layout(array: np.ndarray, how: str, folder: Path) -> np.ndarray:
+    """The same samples in another memory layout (a view or a copy); 2-D or 3-D in, same shape out."""
+    if how == "fortran":
+        return np.asfortranarray(array)
+    if how == "flip-rows":
+        return array[::-1].copy()[::-1]  # a copy made from the flipped view, viewed flipped back
+    if how == "flip-cols":
+        return array[:, ::-1].copy()[:, ::-1]
+    if how == "flip-both":
+        return array[::-1, ::-1].copy()[::-1, ::-1]
+    if how == "rot90":  # negative and swapped strides: np.rot90 of the array rotated back
+        return np.rot90(np.rot90(array, -1).copy())
+    if how == "transposed":
+        return array.swapaxes(0, 1).copy().swapaxes(0, 1)
+    if how == "strided":  # every other row and every third column of a larger array
+        big = np.zeros((array.shape[0] * 2, array.shape[1] * 3) + array.shape[2:], array.dtype)
+        big[::2, ::3] = array
+        return big[::2, ::3]
+    if how == "channels-planar":  # channels outermost in memory
+        return np.moveaxis(np.moveaxis(array, -1, 0).copy(), 0, -1) if array.ndim == 3 else array
+    if how == "byteswapped":
+        return array.astype(array.dtype.newbyteorder("S")) if array.dtype.itemsize > 1 else array
+    if how == "memmap":
+        path = folder / "layout.npy"
+        path.unlink(missing_ok=True)  # a new file: an earlier case's map may still be open
+        np.save(path, array)
+        return np.load(path, mmap_mode="r")
+    if how == "read-only":
+        view = array.copy()
+        view.flags.writeable = False
+        return view
+    if how == "broadcast":  # zero strides: one row repeated (read-only)
+        return np.broadcast_to(array[:1], array.shape)
+    raise AssertionError(how)
+
+
+_LAYOUTS = ["fortran", "flip-rows", "flip-cols", "flip-both", "rot90", "transposed", "strided", "channels-planar",
+            "byteswapped", "memmap", "read-only", "broadcast"]
+
+
+@pytest.mark.slow
+def test_fuzz_array_layouts(colorizer, workdir):
+    """Any memory layout (Fortran order, negative, zero and large strides, big-endian samples,
+    memmaps, read-only views) colorizes exactly as the same samples in C order and native
+    byte order, in the caller's own sample type."""
+    tally = Tally(rss_start_mb=_rss_mb())
+
+    @settings(settings.get_profile(PROFILE), max_examples=100 if not LONG_EXAMPLES else LONG_EXAMPLES)
+    @given(st.one_of(st.tuples(st.integers(1, 40), st.integers(1, 40)), st.tuples(st.just(1), st.integers(1, 40)),
+                     st.tuples(st.integers(1, 40), st.just(1))),
+           st.sampled_from([None, 1, 2, 3, 4]), st.sampled_from(_SAMPLE_TYPES), st.sampled_from(_LAYOUTS),
+           st.integers(0, 2**32 - 1))
+    def run(shape, channels, kind, how, seed):
+        array = _samples(shape if channels is None else (*shape, channels), kind, seed, seed % 3 == 0)
+        started = time.perf_counter()
+        odd = _layout(array, how, workdir)
+        assert odd.shape == array.shape
+        plain = np.ascontiguousarray(odd).astype(odd.dtype.newbyteorder("="))
+        result = _colorize_quietly(colorizer, odd)
+        _check_result(result, odd)
+        expected = _colorize_quietly(colorizer, plain)
+        assert np.array_equal(result.astype(expected.dtype), expected, equal_nan=True), how
+        tally.cases += 1
+        tally.colorized += 1
+        tally.max_seconds = max(tally.max_seconds, time.perf_counter() - started)
+        tally.rss_max_mb = max(tally.rss_max_mb, _rss_mb())
+
+    try:
+        run()
+    finally:
+        _report(tally, f"fuzz array layouts ({PROFILE})")
+
+
+_BAD_SHAPES = st.one_of(
+    st.just(()), st.tuples(st.integers(0, 50)),  # 0-d, 1-d
+    st.tuples(st.integers(1, 6), st.integers(1, 6), st.integers(1, 4), st.integers(1, 3)),  # 4-d
+    st.tuples(st.integers(1, 6), st.integers(1, 6), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3)),
+    st.tuples(st.integers(1, 6), st.integers(1, 6), st.sampled_from([0, 5, 6, 64])),  # channels
+    st.tuples(st.just(0), st.integers(0, 6)), st.tuples(st.integers(0, 6), st.just(0)),  # no pixels
+    st.tuples(st.just(0), st.integers(1, 6), st.sampled_from([1, 3])),
+)
+_BAD_TYPES = ["i1", "i2", "i4", "i8", "u4", "u8", "c8", "c16", "O", "U2", "S2", "M8[s]", "m8[s]", "V3"]
+
+
+@pytest.mark.slow
+def test_fuzz_arrays_refused_in_one_line(colorizer):
+    """0-d, 1-d, 4-d and deeper arrays, 0 or 5+ channels, no pixels, and sample types other
+    than uint8, uint16, float and bool: one ImageError line each, from the API."""
+    from autocolor.imageio import ImageError
+
+    @settings(settings.get_profile(PROFILE), max_examples=60 if not LONG_EXAMPLES else LONG_EXAMPLES)
+    @given(st.one_of(st.tuples(_BAD_SHAPES, st.sampled_from(_SAMPLE_TYPES)),
+                     st.tuples(st.tuples(st.integers(1, 8), st.integers(1, 8)), st.sampled_from(_BAD_TYPES))))
+    def run(case):
+        shape, kind = case
+        array = np.zeros(shape, dtype=np.dtype(kind))
+        with pytest.raises(ImageError) as refused:
+            _colorize_quietly(colorizer, array)
+        message = str(refused.value)
+        assert message and "\n" not in message and len(message) < 300, message
+        tally.cases += 1
+        tally.refused += 1
+        kind = {"unsupported": "sample type", "empty": "no pixels"}.get(message.split(" ")[0], "shape")
+        tally.reasons[kind] = tally.reasons.get(kind, 0) + 1
+        tally.rss_max_mb = max(tally.rss_max_mb, _rss_mb())
+
+    tally = Tally(rss_start_mb=_rss_mb())
+    try:
+        run()
+    finally:
+        _report(tally, f"fuzz refused arrays ({PROFILE})")
+
+
+# ---------------------------------------------------------------- numbers at the remaining entrances (issue 17)
+
+
+def _is_number_within(value, low: float, high: float, high_open: bool = False) -> bool:
+    import math
+    import numbers
+
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+        return False
+    return low <= value < high if high_open else low <= value <= high
+
+
+_JSON_NUMBERS = st.one_of(
+    st.floats(), st.integers(-(10**30), 10**30), st.booleans(), st.none(), st.text(max_size=5),
+    st.lists(st.integers(0, 300), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+    st.sampled_from([0, 1, 127, 128, 192, 256, 256.0, 256.5, 1024, 1025, 2.0, 2.0001, -0.0, 1e308,
+                     float("nan"), float("inf"), "256", "nan", "1e999"]),
+)
+
+
+@pytest.mark.slow
+def test_fuzz_numbers_in_hints_and_suggestions(workdir):
+    """Hint coordinates and colors, and suggest's x, y and k, from any Python value: used
+    exactly when they are numbers within the photo (0-255 for a channel, 1-1000 for k), else
+    one ValueError line."""
+    from autocolor.models import create_model
+
+    gray = (np.add.outer(np.arange(24), np.arange(40)) * 3 % 256).astype(np.uint8)
+    guided = Colorizer(create_model("chroma-unet", width=16, guided=True).eval(), name="guided")
+    h, w = gray.shape
+    tally = Tally(rss_start_mb=_rss_mb())
+
+    @settings(settings.get_profile(PROFILE), max_examples=100 if not LONG_EXAMPLES else LONG_EXAMPLES)
+    @given(st.sampled_from(["hint", "color", "suggest-xy", "suggest-k"]), _JSON_NUMBERS, _JSON_NUMBERS)
+    def run(where, a, b):
+        if where == "hint":
+            ok = _is_number_within(a, 0, w, high_open=True) and _is_number_within(b, 0, h, high_open=True)
+            call = lambda: guided.colorize(gray, render_size=RENDER_SIZE, hints=[(a, b, "#3060e0")])
+        elif where == "color":
+            ok = _is_number_within(a, 0, 255) and _is_number_within(b, 0, 255)
+            call = lambda: guided.colorize(gray, render_size=RENDER_SIZE, hints=[(5, 5, (a, b, 128))])
+        elif where == "suggest-xy":
+            ok = _is_number_within(a, 0, w, high_open=True) and _is_number_within(b, 0, h, high_open=True)
+            call = lambda: guided.suggest(gray, a, b, render_size=RENDER_SIZE)
+        else:
+            ok = _is_number_within(a, 1, 1000) and float(a).is_integer()  # 3.0 counts, as at every entrance
+            call = lambda: guided.suggest(gray, 3, 4, k=a, render_size=RENDER_SIZE)
+        refused = _is_one_line_value_error(call)
+        assert refused != ok, (where, a, b)
+        tally.cases += 1
+        tally.refused += refused
+        tally.colorized += not refused
+        tally.rss_max_mb = max(tally.rss_max_mb, _rss_mb())
+        if refused:
+            tally.reasons[where] = tally.reasons.get(where, 0) + 1
+
+    try:
+        run()
+    finally:
+        _report(tally, f"fuzz hint and suggest numbers ({PROFILE})")
+
+
+@pytest.mark.slow
+def test_fuzz_web_settings_and_clicks(tmp_path):
+    """The page's own JSON values, as any client may send them, into a running page's click
+    handler: render size, saturation, the clicked pixel and the color. A value refused is
+    one line and leaves the photo's points as they were; an accepted one is within bounds
+    (render sizes offered, saturation 0-2) and every point kept lies inside the photo."""
+    import re
+
+    from autocolor.web import RENDER_SIZES, Handlers, WebConfig, WebState
+
+    folder = tmp_path / "guided"
+    save_model(create_model("chroma-unet", width=16, guided=True).eval(), folder)
+    handlers = Handlers(WebState(WebConfig(models={"m": str(folder)}, samples=[]), tmp_path / "work"))
+    request = type("Request", (), {"session_hash": "fuzz", "client": type("Client", (), {"host": "127.0.0.1"})()})()
+    upload = handlers.state.uploads.new_path("photo.png")
+    Image.fromarray((np.add.outer(np.arange(48), np.arange(64)) * 2 % 256).astype(np.uint8)).save(upload)
+    handlers.colorize([str(upload)], "m", 128, 1.0, request)
+    session = handlers.state.session(request)
+    width, height = session.photo.size
+    tally = Tally(rss_start_mb=_rss_mb())
+    valid = {"render_size": st.sampled_from([128, 192, 256.0]), "saturation": st.floats(0.0, 2.0),
+             "index": st.tuples(st.integers(-5, 70), st.integers(-5, 50)).map(list),  # the preview's pixels, and off it
+             "color": st.one_of(st.sampled_from(["#3060e0", "#ffffff"]),
+                                st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255)).map(list))}
+    hostile = {"render_size": _JSON_NUMBERS, "saturation": _JSON_NUMBERS,
+               "index": st.one_of(st.lists(_JSON_NUMBERS, min_size=0, max_size=3), _JSON_NUMBERS),
+               "color": st.one_of(st.sampled_from(["3060e0", "#zzzzzz", "", "red", "#3060e0ff"]), _JSON_NUMBERS)}
+    # One value from anything a client may send, the others as the page sends them (a quarter all valid).
+    cases = st.sampled_from(["none", *hostile]).flatmap(lambda bad: st.fixed_dictionaries(
+        {k: hostile[k] if k == bad else v for k, v in valid.items()}))
+
+    @settings(settings.get_profile(PROFILE), max_examples=40 if not LONG_EXAMPLES else LONG_EXAMPLES)
+    @given(cases)
+    def run(case):
+        render_size, saturation, where, color = case["render_size"], case["saturation"], case["index"], case["color"]
+        if len(session.edit().points) > 4:
+            handlers.clear("m", 128, 1.0, request)
+        before = list(session.edit().points)
+        event = type("Select", (), {"index": where})()
+        tally.cases += 1
+        try:
+            handlers.click(color, "m", render_size, saturation, event, request)
+        except Exception as exc:  # noqa: BLE001 - Gradio shows any exception as that visitor's error
+            assert str(exc) and "\n" not in str(exc), repr(exc)
+            assert session.edit().points == before
+            tally.refused += 1
+            kind = type(exc).__name__
+            tally.reasons[kind] = tally.reasons.get(kind, 0) + 1
+            return
+        tally.colorized += len(session.edit().points) > len(before)  # a point taken, not one explained away
+        tally.rss_max_mb = max(tally.rss_max_mb, _rss_mb())
+        how = handlers._how(session, "m", render_size, saturation)
+        assert how.render_size in RENDER_SIZES and 0.0 <= how.saturation <= 2.0
+        for point in session.edit().points:
+            assert 0 <= point.x <= width - 1 and 0 <= point.y <= height - 1, point
+            assert re.fullmatch(r"#[0-9a-f]{6}", point.color), point
+
+    try:
+        run()
+    finally:
+        handlers.state.end("fuzz")
+        _report(tally, f"fuzz web clicks ({PROFILE})")
+    assert tally.colorized > 0 and tally.refused > 0
+
+
+def test_web_settings_that_are_not_numbers_are_a_value_error(tmp_path):
+    from autocolor.web import Handlers, WebConfig, WebState
+
+    handlers = Handlers(WebState(WebConfig(models={"m": "levin"}, samples=[]), tmp_path / "work"))
+    session = type("Session", (), {"visitor": "v"})()
+    for render_size, saturation in ((None, 1.0), (256, None), (256, [1]), (256, {"a": 1}), (float("inf"), 1.0),
+                                     (256.5, 1.0), ("x", 1.0)):
+        with pytest.raises(ValueError):
+            handlers._how(session, "m", render_size, saturation)
+
+
+def test_numpy_numbers_are_numbers_in_hints():
+    from autocolor.guide import HintError, Hints
+
+    for point in ((np.int64(3), 2, "#ff0000"), (3, np.float32(2.5), "#ff0000"), (3, 2, (np.uint8(9), 0, 0)),
+                  (3, 2, np.array([9, 0, 0], np.uint8))):
+        try:
+            Hints.build([point]).check(24, 40)
+        except HintError as exc:
+            raise AssertionError(f"{point}: {exc}") from None

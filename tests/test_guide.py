@@ -37,6 +37,24 @@ def test_spread_hints_colors_the_hinted_image_only():
     assert not spread[1].any()
 
 
+def test_spread_with_a_reach_stays_near_the_hint_at_every_working_size():
+    """A model trained with ``spread_reach`` sees a point's color fade over that
+    share of the image, the same share at 128 px (training) and 256 px (use)."""
+    for side in (128, 256):
+        lightness = torch.full((1, 1, side, side), 50.0)
+        ab, mask = torch.zeros(1, 2, side, side), torch.zeros(1, 1, side, side)
+        ab[..., :8, :8], mask[..., :8, :8] = 25.0, 1.0  # a point in the top-left corner
+        spread = spread_hints(lightness, ab, mask, reach=0.25)[0, 0]
+        cells = spread.shape[-1]
+        assert spread[0, 0] > 24  # at the hint: its color
+        assert spread[cells // 4, cells // 4] < 0.5 * 25  # a quarter of the image away: mostly faded
+        assert spread[-1, -1] < 0.05 * 25  # the far corner: nothing
+        if side == 128:
+            quarter = spread[cells // 4, cells // 4]
+        else:
+            assert abs(spread[cells // 4, cells // 4] - quarter) < 2.5  # the same share at both sizes
+
+
 def test_histogram_of_a_flat_color_is_one_bin():
     bins = in_gamut_ab_bins()
     hist = ab_histogram(torch.full((1, 2, 4, 4), 20.0), bins)

@@ -202,7 +202,7 @@ def test_prepare_photo_crops_and_composites_cutout() -> None:
     im = prepare_photo(_cutout(), max_side=512)
     assert im.mode == "RGB"
     # cropped to the 40x20 opaque box plus a margin on each side
-    margin = round(photos._CUTOUT_MARGIN * 40)
+    margin = round(photos.CUTOUT_MARGIN * 40)
     assert im.size == (40 + 2 * margin, 20 + 2 * margin)
     arr = np.asarray(im).astype(int)
     assert tuple(arr[im.height // 2, im.width // 2]) == (255, 0, 0)

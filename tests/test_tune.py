@@ -82,3 +82,38 @@ def test_whole_photo_evaluation_reports_categories_faces_neutral_and_render_size
     assert "| m |" in format_photos_markdown(report)
     json.dumps(report)
     assert np.isfinite(model["categories"]["all"]["ciede2000"])
+
+
+def test_whole_photo_evaluation_from_the_command_line_writes_tables_and_grids(corpus, model_folder, tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--models", f"gray,m={model_folder}", "--data", f"folder:{corpus}",
+                 "--whole-photos", "--n", "0", "--out", str(out)]) == 0
+    assert "whole scenes" in capsys.readouterr().out
+    report = json.loads((out / "photos.json").read_text())
+    labels = [m["label"] for m in report["models"]]
+    assert labels == ["gray", "m", "m + face prior"]
+    with Image.open(out / "scenes.jpg") as grid:
+        # one row per whole scene (up to 12), five columns: gray input, three outputs, truth
+        scenes = sum(1 for m in report["models"][0]["photos"] if m["category"] != "cutout")
+        assert grid.height == min(scenes, 12) * (144 + 4)
+    assert "m + face prior" in (out / "scenes.txt").read_text()
+
+
+def test_hint_evaluation_levin_improves_with_points_and_automatic_models_draw_one_line(corpus, model_folder, tmp_path):
+    from autocolor.evaluate_hints import evaluate_hints
+
+    auto = tmp_path / "auto"
+    save_model(create_model("chroma-unet", width=16), auto)
+    report = evaluate_hints(["levin", f"auto={auto}", f"guided={model_folder}"], f"folder:{corpus}", size=64,
+                            counts=(0, 1, 50), split="test", out_dir=tmp_path / "out")
+    rows = {r["label"]: r for r in report["models"]}
+    levin = rows["levin"]["points"]
+    assert levin["0"]["ciede2000_vs_gray"] == pytest.approx(1.0, abs=1e-3)  # no points: Levin leaves it gray
+    assert levin["50"]["ciede2000"] < 0.8 * levin["1"]["ciede2000"]  # the truth's colors at 50 points help
+    flat = rows["auto"]["points"]
+    assert flat["0"] == flat["1"] == flat["50"] and "reference_own" not in rows["auto"]  # ignores hints
+    assert {"reference_own", "reference_other"} <= set(rows["guided"])  # a hint-aware network gets the global hint
+    assert (tmp_path / "out" / "hints.md").read_text().count("| levin |") == 2  # CIEDE2000 and PSNR tables
+    assert json.loads((tmp_path / "out" / "hints.json").read_text())["counts"] == [0, 1, 50]

@@ -23,7 +23,7 @@ from autocolor.cli import main
 from autocolor.inference import Colorizer
 from autocolor.video import VideoError, colorize_video
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "src" / "autocolor" / "samples"
 
 
 def moving_square(i: int, w: int, h: int) -> np.ndarray:

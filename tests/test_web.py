@@ -43,8 +43,8 @@ def colorfulness_of(image: Image.Image) -> float:
 
 
 def test_photo(tmp_dir: Path) -> Path:
-    """A gray photo from samples/ when the checkout has one, else a structured gray image."""
-    samples = sorted((REPO / "samples").glob("*.jpg"))
+    """A gray photo from the bundled samples when the checkout has one, else a structured gray image."""
+    samples = sorted((REPO / "src" / "autocolor" / "samples").glob("*.jpg"))
     if samples:
         return samples[0]
     yy, xx = np.mgrid[0:241, 0:323]
@@ -135,62 +135,68 @@ def test_a_saturation_change_remerges_cached_chroma_without_the_model(tmp_path, 
     assert results[1] < 0.7 * results[0] and abs(results[2] - results[0]) < 0.5
 
 
-def test_a_point_colors_its_region_towards_the_chosen_color(tmp_path):
-    """Levin's method spreads one point over the region it lies in; the cached
-    path (chroma, then a merge at preview size) shows it."""
-    from autocolor.color import rgb_to_lab
-    from autocolor.inference import Colorizer
-    from autocolor.webedit import (
-        ChromaCache,
-        Edit,
-        chroma_for,
-        open_photo,
-        preview_image,
-    )
-
-    path = tmp_path / "two.png"
-    gray = np.full((96, 128), 200, np.uint8)
-    gray[:, 64:] = 60  # two regions split by an edge
-    Image.fromarray(gray, "L").save(path)
-    photo = open_photo("two.png", path, MAX_PIXELS)
-    model, cache = Colorizer.load("levin").model, ChromaCache()
-    edit = Edit()
-    edit.add(20, 40, "#3060e0")
-    image = np.asarray(preview_image(photo, chroma_for(model, photo, 128, edit, cache), 1.0))
-    lab = rgb_to_lab(torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255)  # (3, H, W)
-    assert lab[2, 60:90, 5:50].mean() < -15, "the clicked region should turn blue (b* well below 0)"
-    assert chroma_for(model, photo, 128, edit, cache) is chroma_for(model, photo, 128, edit, cache)
-
-
-def test_painted_strokes_color_their_region(tmp_path):
-    """A stroke painted on the editor's canvas (here at half the photo's size) is the
-    photo's scribble at full size: the painted region takes the stroke's color."""
-    from autocolor.color import rgb_to_lab
-    from autocolor.inference import Colorizer
-    from autocolor.webedit import (
-        ChromaCache,
-        Edit,
-        chroma_for,
-        open_photo,
-        preview_image,
-        scribble_from_layer,
-    )
+def _two_region_photo(tmp_path):
+    """A 128x96 gray photo of two regions split by an edge: light on the left, dark on the right."""
+    from autocolor.webedit import open_photo
 
     path = tmp_path / "two.png"
     gray = np.full((96, 128), 200, np.uint8)
     gray[:, 64:] = 60
     Image.fromarray(gray, "L").save(path)
-    photo = open_photo("two.png", path, MAX_PIXELS)
+    return open_photo("two.png", path, MAX_PIXELS)
+
+
+@pytest.mark.parametrize("hint", ["point", "stroke"])
+def test_a_hint_colors_its_region_towards_its_color(tmp_path, hint):
+    """A clicked point, or a stroke painted on the editor's canvas (at half the photo's
+    size), is spread by Levin's method over the region it lies in, and the cached path
+    (chroma, then a merge at preview size) shows it: away from the hint, the region is
+    clearly colored, with the hue of the hint's color."""
+    from autocolor.color import rgb_to_lab
+    from autocolor.inference import Colorizer
+    from autocolor.webedit import (
+        ChromaCache,
+        Edit,
+        chroma_for,
+        preview_image,
+        scribble_from_layer,
+    )
+
+    photo = _two_region_photo(tmp_path)
+    edit = Edit()
+    if hint == "point":
+        color = (0x30, 0x60, 0xE0)  # blue
+        edit.add(20, 40, "#3060e0")  # x = column, y = row
+    else:
+        color = (200, 60, 40)  # red
+        layer = np.zeros((48, 64, 4), np.uint8)
+        layer[10:40, 5:25] = (*color, 255)  # rows 20-80, columns 10-50 of the photo
+        edit.scribble, edit.scribble_key = scribble_from_layer(layer, photo)
+    model, cache = Colorizer.load("levin").model, ChromaCache()
+    image = np.asarray(preview_image(photo, chroma_for(model, photo, 128, edit, cache), 1.0))
+    lab = rgb_to_lab(torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255)  # (3, H, W)
+    ab = lab[1:, 84:96, 2:62].mean(dim=(1, 2))  # the hint's (left) region, away from the hint
+    wanted = rgb_to_lab(torch.tensor(color).float().view(3, 1, 1) / 255)[1:, 0, 0]
+    assert ab.norm() > 15, f"the region should be clearly colored, ab {ab.tolist()}"
+    assert torch.cosine_similarity(ab, wanted, dim=0) > 0.94, (
+        f"the region's hue should be within 20 degrees of the hint's: ab {ab.tolist()}, hint's {wanted.tolist()}")
+    assert chroma_for(model, photo, 128, edit, cache) is chroma_for(model, photo, 128, edit, cache)
+
+
+def test_a_painted_canvas_layer_is_a_full_size_scribble(tmp_path):
+    """The editor's canvas (here at half the photo's size) becomes a scribble of the
+    photo's size, painted where the canvas is; an empty canvas is no scribble."""
+    from autocolor.webedit import scribble_from_layer
+
+    photo = _two_region_photo(tmp_path)
     layer = np.zeros((48, 64, 4), np.uint8)
     assert scribble_from_layer(layer, photo) == (None, None), "nothing painted"
-    layer[10:40, 5:25] = (200, 60, 40, 255)  # a red stroke on the left region
-    edit = Edit()
-    edit.scribble, edit.scribble_key = scribble_from_layer(layer, photo)
-    assert edit.scribble.shape == (96, 128, 4)
-    image = np.asarray(preview_image(photo, chroma_for(Colorizer.load("levin").model, photo, 128, edit,
-                                                       ChromaCache()), 1.0))
-    lab = rgb_to_lab(torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255)  # (3, H, W)
-    assert lab[1, 20:80, 5:55].mean() > 15, "the painted region should turn red (a* well above 0)"
+    layer[10:40, 5:25] = (200, 60, 40, 255)
+    scribble, key = scribble_from_layer(layer, photo)
+    assert scribble.shape == (96, 128, 4) and key
+    painted = scribble[..., 3] > 127
+    assert painted[20:80, 10:50].all() and painted.sum() == 60 * 40
+    assert (scribble[20:80, 10:50, :3] == (200, 60, 40)).all()
 
 
 class FakeRequest:
@@ -454,9 +460,9 @@ def test_browser_explains_a_bad_upload_without_a_traceback(server, browser, tmp_
 def test_browser_colorizes_a_clicked_sample_thumbnail(server, browser):
     from selenium.webdriver.common.by import By
 
-    samples = sorted(p for p in (REPO / "samples").glob("*") if p.suffix.lower() in (".jpg", ".png"))
+    samples = sorted(p for p in (REPO / "src" / "autocolor" / "samples").glob("*") if p.suffix.lower() in (".jpg", ".png"))
     if not samples:
-        pytest.skip("the checkout has no samples/ folder")
+        pytest.skip("the checkout has no src/autocolor/samples/ folder")
     browser.get(server.url)
     _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#samples img"), 60)
     _choose(browser, "render-size", "128")

@@ -27,8 +27,9 @@ from safetensors.torch import load_file, save_file
 from autocolor.atomic import atomic_write_bytes, default_file_mode, default_folder_mode, fsync_file, fsync_folder
 from autocolor.errors import AutocolorError
 from autocolor.models import (  # the factories' signatures are the config schema
-    _REGISTRY,
+    available_models,
     create_model,
+    model_factory,
 )
 from autocolor.quantize import Decoding
 
@@ -166,12 +167,12 @@ def read_config(folder: Path) -> dict[str, Any]:
     if not isinstance(config, dict) or "model" not in config:
         raise CheckpointError(f"{path}: no 'model' entry")
     name, kwargs = config["model"], config.get("kwargs", {})
-    if not isinstance(name, str) or name not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY))
+    if not isinstance(name, str) or name not in available_models():
+        known = ", ".join(available_models())
         raise CheckpointError(f"{path}: 'model' is {name!r}, not a registered model ({known})")
     if not isinstance(kwargs, dict):
         raise CheckpointError(f"{path}: 'kwargs' must be an object of keyword arguments, got {type(kwargs).__name__}")
-    hints = typing.get_type_hints(_REGISTRY[name])
+    hints = typing.get_type_hints(model_factory(name))
     for key, value in kwargs.items():
         if key in _LEGACY_DECODING_KWARGS:
             continue

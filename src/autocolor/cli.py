@@ -103,10 +103,12 @@ def _run_models(args: argparse.Namespace) -> int:
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from autocolor.settings import PORT
+
     p = sub.add_parser("serve", help="web demo: colorize photos in the browser",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 exposes it to the network)")
-    p.add_argument("--port", type=int, default=7860, help="TCP port")
+    p.add_argument("--port", type=_bounded(PORT), default=7860, help="TCP port")
     p.add_argument("--model", action="append", default=[], metavar="PATH",
                    help="model folder to offer (repeatable; default: the installed default weights)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, ...")
@@ -141,10 +143,10 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="compare trained models and the grey copy on a data split",
+    p = sub.add_parser("evaluate", help="compare trained models and the gray copy on a data split",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--models", required=True,
-                   help="comma-separated specs: grey, default, a model folder, or LABEL=FOLDER (e.g. cae=runs/cae)")
+                   help="comma-separated specs: gray, default, a model folder, or LABEL=FOLDER (e.g. cae=runs/cae)")
     p.add_argument("--data", required=True, help="cifar10:ROOT, pairs:DIR (color/ + gray/) or folder:DIR")
     p.add_argument("--split", choices=["test", "val"], default="test", help="which split to evaluate on")
     p.add_argument("--sizes", default="32,256", help="comma-separated center-crop sides in pixels")
@@ -159,6 +161,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hint-points", metavar="COUNTS",
                    help="instead: guided colorization with this many simulated points per photo, e.g. "
                         "0,1,2,5,10,20,50 (5x5 patch means of the truth, at the first size); models may include levin")
+    p.add_argument("--whole-photos", action="store_true",
+                   help="instead: score whole photos of a folder: corpus (per category, faces with and without the "
+                        "face prior, neutral surfaces, render sizes); --out also gets faces.jpg and scenes.jpg grids")
 
 
 def _numbers(text: str, kind, flag: str) -> list:
@@ -220,11 +225,36 @@ def _run_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_evaluate_photos(args: argparse.Namespace) -> int:
+    import json
+
+    from autocolor.atomic import atomic_write_bytes
+    from autocolor.data import parse_spec
+    from autocolor.evaluate_photos import evaluate_photos, format_photos_markdown
+
+    kind, root = parse_spec(args.data)
+    if kind != "folder":
+        raise SystemExit(f"error: --whole-photos needs a photo corpus, folder:DIR; got {args.data!r}")
+    report = evaluate_photos([m for m in args.models.split(",") if m.strip()], root, split=args.split,
+                             faces=(False, True), limit=args.n or None, grid_dir=args.out)
+    text = format_photos_markdown(report)
+    print(text, end="")
+    if args.out is not None:
+        atomic_write_bytes(args.out / "photos.md", text.encode())
+        atomic_write_bytes(args.out / "photos.json", json.dumps(report, indent=1).encode())
+        print(f"wrote {args.out / 'photos.md'}, photos.json, faces.jpg and scenes.jpg")
+    return 0
+
+
 def _run_evaluate(args: argparse.Namespace) -> int:
     from autocolor.evaluate import EvaluationError, evaluate, format_markdown
 
+    if args.hint_points and args.whole_photos:
+        raise SystemExit("error: choose one of --hint-points and --whole-photos")
     if args.hint_points:
         return _run_evaluate_hints(args)
+    if args.whole_photos:
+        return _run_evaluate_photos(args)
     numbers = _numbers
     try:
         report = evaluate(
@@ -350,55 +380,11 @@ def _run_colorize(args: argparse.Namespace) -> int:
 
 
 def _colorize(args: argparse.Namespace, scratch: Path) -> int:
-    from autocolor.settings import OUTPUT_FORMATS, SUFFIX_FORMATS
-
+    """Colorize what the arguments name (stdin read into ``scratch``); the exit code."""
     single = _single_target(args)
     if single == "-" and args.json:
         raise SystemExit("error: --json prints to stdout, which -o - already uses; write the image to a file")
-    import torch
-
-    from autocolor.distributed import all_sum, init_distributed, shard
-    from autocolor.guide import HintError, Hints, load_points
-    from autocolor.imageio import ImageError
-    from autocolor.inference import (
-        Colorizer,
-        FileResult,
-        Job,
-        colorize_files,
-        plan_jobs,
-    )
-
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    paths = list(args.paths)
-    if paths == ["-"]:
-        data = sys.stdin.buffer.read()
-        stdin_format = _sniff_format(data)
-        (scratch / "stdin").write_bytes(data)
-        paths = [str(scratch / "stdin")]
-    if single is None:
-        out = Path(args.out)
-        jobs, problems = plan_jobs(paths, out, args.format)
-    else:
-        source = Path(paths[0])
-        if single == "-":
-            fmt = args.format or (stdin_format if args.paths == ["-"] else _output_format(source))
-            target = scratch / f"stdout.{fmt}"
-        else:
-            target = Path(single)
-            named = SUFFIX_FORMATS.get(target.suffix.lower())
-            if named is None:
-                raise SystemExit(f"error: -o {target}: cannot write {target.suffix} files; name the output "
-                                 f".png, .jpg, .webp, .tif or .bmp")
-            if args.format is not None and args.format != named:
-                raise SystemExit(f"error: -o {target} names a {named} file but --format is {args.format}; "
-                                 "drop one of them")
-            fmt = named
-            if target.exists() and target.resolve() == source.resolve():
-                raise SystemExit(f"error: -o {target} is the input itself; inputs are never overwritten")
-        assert fmt in OUTPUT_FORMATS
-        jobs, problems = [Job(source, target, fmt)], []
-        out = target.parent
+    jobs, problems, out = _plan_colorize(args, single, scratch)
     for path, reason in problems:
         _say(f"{path}: {reason}")
     if not jobs:
@@ -409,20 +395,20 @@ def _colorize(args: argparse.Namespace, scratch: Path) -> int:
     except OSError as exc:
         _say(f"error: {out}: cannot create the output folder ({exc.strerror or exc})")
         return 2
-    hints = None
-    if args.hints or args.scribbles or args.reference:
-        points = load_points(args.hints) if args.hints else []
-        try:
-            Hints.build(points)
-        except HintError as exc:
-            raise HintError(f"{args.hints}: {exc}") from None
-        scribble = _image_arg(args.scribbles, "--scribbles", ImageError)
-        reference = _image_arg(args.reference, "--reference", ImageError)
-        try:
-            hints = Hints.build(points, scribble, reference)
-        except HintError as exc:
-            flag, path = ("--scribbles", args.scribbles) if "scribble" in str(exc) else ("--reference", args.reference)
-            raise HintError(f"{flag} {path}: {exc}") from None
+    if args.backend == "onnxruntime":  # photos in the automatic mode need no PyTorch
+        needs_torch = _onnxruntime_needs_torch(args, jobs)
+        if needs_torch is None:
+            return _colorize_onnxruntime(args, jobs, problems, single)
+        _say(f"note: {needs_torch}; --backend onnxruntime runs only the network here")
+    import torch
+
+    from autocolor.distributed import init_distributed, shard
+    from autocolor.guide import HintError
+    from autocolor.inference import Colorizer, colorize_files
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    hints = _read_hints(args)
     # Under torchrun each rank takes every world-th file (each done exactly once)
     # on its own GPU; a lone process is a world of one.
     device_name = "cpu" if args.backend == "onnxruntime" and args.device == "auto" else args.device
@@ -439,6 +425,79 @@ def _colorize(args: argparse.Namespace, scratch: Path) -> int:
         batch_size=args.batch_size, workers=args.workers, hints=hints, strip_metadata=args.strip_metadata,
         progress=not args.no_progress and info.main and sys.stderr.isatty(), log=_say, crf=args.crf,
     )
+    return _report_colorize(args, summary, problems, jobs, single, info)
+
+
+def _plan_colorize(args: argparse.Namespace, single: str | None, scratch: Path) -> tuple[list, list, Path]:
+    """The jobs (stdin saved into ``scratch`` first), the inputs that could not be planned, and the output folder."""
+    from autocolor.inference import Job, plan_jobs
+
+    paths = list(args.paths)
+    stdin_format = None
+    if paths == ["-"]:
+        data = sys.stdin.buffer.read()
+        stdin_format = _sniff_format(data)
+        (scratch / "stdin").write_bytes(data)
+        paths = [str(scratch / "stdin")]
+    if single is None:
+        out = Path(args.out)
+        jobs, problems = plan_jobs(paths, out, args.format)
+        return jobs, problems, out
+    source = Path(paths[0])
+    target, fmt = _single_output(args, single, source, scratch, stdin_format)
+    return [Job(source, target, fmt)], [], target.parent
+
+
+def _single_output(args: argparse.Namespace, single: str, source: Path, scratch: Path,
+                   stdin_format: str | None) -> tuple[Path, str]:
+    """The one output file and its format: a scratch file for stdout, or the file ``-o`` names (checked)."""
+    from autocolor.settings import OUTPUT_FORMATS, SUFFIX_FORMATS
+
+    if single == "-":
+        fmt = args.format or (stdin_format if args.paths == ["-"] else _output_format(source))
+        target = scratch / f"stdout.{fmt}"
+    else:
+        target = Path(single)
+        named = SUFFIX_FORMATS.get(target.suffix.lower())
+        if named is None:
+            raise SystemExit(f"error: -o {target}: cannot write {target.suffix} files; name the output "
+                             f".png, .jpg, .webp, .tif or .bmp")
+        if args.format is not None and args.format != named:
+            raise SystemExit(f"error: -o {target} names a {named} file but --format is {args.format}; "
+                             "drop one of them")
+        fmt = named
+        if target.exists() and target.resolve() == source.resolve():
+            raise SystemExit(f"error: -o {target} is the input itself; inputs are never overwritten")
+    assert fmt in OUTPUT_FORMATS
+    return target, fmt
+
+
+def _read_hints(args: argparse.Namespace):
+    """The color hints that --hints, --scribbles and --reference give (None without any); a bad one is
+    one line naming its flag and file."""
+    if not (args.hints or args.scribbles or args.reference):
+        return None
+    from autocolor.guide import HintError, Hints, load_points
+    from autocolor.imageio import ImageError
+
+    points = load_points(args.hints) if args.hints else []
+    try:
+        Hints.build(points)
+    except HintError as exc:
+        raise HintError(f"{args.hints}: {exc}") from None
+    scribble = _image_arg(args.scribbles, "--scribbles", ImageError)
+    reference = _image_arg(args.reference, "--reference", ImageError)
+    try:
+        return Hints.build(points, scribble, reference)
+    except HintError as exc:
+        flag, path = ("--scribbles", args.scribbles) if "scribble" in str(exc) else ("--reference", args.reference)
+        raise HintError(f"{flag} {path}: {exc}") from None
+
+
+def _report_colorize(args: argparse.Namespace, summary, problems: list, jobs: list, single: str | None, info) -> int:
+    """Say the summary (with the inputs that could not be planned), print the image or JSON asked for; the exit code."""
+    from autocolor.inference import FileResult
+
     summary.failed[:0] = problems
     summary.files[:0] = [FileResult(str(path), None, "failed", reason) for path, reason in problems]
     if single == "-":
@@ -448,14 +507,7 @@ def _colorize(args: argparse.Namespace, scratch: Path) -> int:
         for record in summary.files:
             record.input = "-" if args.paths == ["-"] else record.input
             record.output = "-"
-    if info.world > 1:
-        _say(f"rank {info.rank}: {summary.line()}")
-        done, skipped, failed = all_sum([summary.done, summary.skipped, len(summary.failed)], info)
-        if info.main:
-            _say(f"all {info.world} ranks: done {done:.0f}, skipped {skipped:.0f} (already written), "
-                 f"failed {failed:.0f}")
-    else:
-        _say(summary.line())
+    _say_summary(summary, info)
     if args.json:
         import dataclasses
 
@@ -466,6 +518,57 @@ def _colorize(args: argparse.Namespace, scratch: Path) -> int:
         _say("interrupted: the outputs written are whole; run the same command again to do the rest")
         return 130
     return 1 if summary.failed else 0
+
+
+def _say_summary(summary, info) -> None:
+    """The summary line; under torchrun, each rank's and (on rank 0) the sum over ranks
+    (``info`` None: one process that never started torch)."""
+    if info is not None and info.world > 1:
+        from autocolor.distributed import all_sum
+
+        _say(f"rank {info.rank}: {summary.line()}")
+        done, skipped, failed = all_sum([summary.done, summary.skipped, len(summary.failed)], info)
+        if info.main:
+            _say(f"all {info.world} ranks: done {done:.0f}, skipped {skipped:.0f} (already written), "
+                 f"failed {failed:.0f}")
+    else:
+        _say(summary.line())
+
+
+def _onnxruntime_needs_torch(args: argparse.Namespace, jobs: list) -> str | None:
+    """Why a ``colorize --backend onnxruntime`` command needs PyTorch beside
+    onnxruntime, judged from its arguments and planned jobs (None: it does not)."""
+    import os
+
+    if args.hints or args.scribbles or args.reference:
+        return "color hints are laid out with PyTorch"
+    if str(args.model) == "levin":
+        return "--model levin is an optimization run with PyTorch and SciPy, not an exported network"
+    if int(os.environ.get("WORLD_SIZE") or 1) > 1:
+        return "torchrun shares the work out through PyTorch"
+    if any(job.fmt == "video" for job in jobs):
+        return "videos are colorized with PyTorch (the network runs on onnxruntime)"
+    return None
+
+
+def _colorize_onnxruntime(args: argparse.Namespace, jobs: list, problems: list, single: str | None) -> int:
+    """``colorize --backend onnxruntime`` without PyTorch (:mod:`autocolor.ort_runner`); the exit code."""
+    from autocolor.errors import SetupError
+    from autocolor.inference import colorize_files
+    from autocolor.ort_runner import OrtColorizer
+
+    if str(args.device) not in ("cpu", "auto"):
+        raise SetupError(f"the onnxruntime backend runs on the CPU; use --device cpu, or --backend torch "
+                         f"for {args.device}")
+    colorizer = OrtColorizer.load(args.model, threads=args.threads or None)
+    colorizer.faces = not args.no_faces
+    summary = colorize_files(
+        colorizer, jobs, render_size=args.render_size, saturation=args.saturation, keep_color=args.keep_color,
+        overwrite=args.overwrite or single == "-", max_pixels=args.max_pixels, quality=args.quality,
+        batch_size=args.batch_size, workers=args.workers, strip_metadata=args.strip_metadata,
+        progress=not args.no_progress and sys.stderr.isatty(), log=_say,
+    )
+    return _report_colorize(args, summary, problems, jobs, single, None)
 
 
 def _output_format(source: Path) -> str:
@@ -504,6 +607,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    import onnx  # noqa: F401 - torch's exporter needs it; when missing, main() names the extra
+
     from autocolor.inference import Colorizer
     from autocolor.onnx_export import export_onnx
 
@@ -520,7 +625,7 @@ def _run_export(args: argparse.Namespace) -> int:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="colorize the bundled sample photos and write a before/after image",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("outputs"), help="output folder")
+    p.add_argument("-o", "--out", type=Path, default=Path("outputs"), help="output folder")
     p.add_argument("--model", default="default", help="model folder or 'default'")
 
 
@@ -563,6 +668,24 @@ COMMANDS = {"train": _run_train, "data": _run_data, "models": _run_models, "serv
             "tune": _run_tune, "colorize": _run_colorize, "export": _run_export, "demo": _run_demo}
 
 
+# Modules that come with an extra, not with the core install: a command that needs
+# one and does not find it says which extra to install instead of a traceback.
+_EXTRA_OF_MODULE = {"tensorboard": "train", "torchvision": "train", "torchmetrics": "train", "matplotlib": "eval",
+                    "gradio": "web", "fastapi": "web", "uvicorn": "web", "onnx": "onnx", "onnxruntime": "onnx",
+                    "av": "video", "cv2": "faces"}
+
+
+def _missing_extra(exc: ModuleNotFoundError, command: str) -> str | None:
+    """The one-line fix for a module of an extra that is not installed (None: not one of those)."""
+    module = (exc.name or "").partition(".")[0]
+    extra = _EXTRA_OF_MODULE.get(module)
+    if extra is None:
+        return None
+    if extra == "train" and command == "evaluate" and module != "tensorboard":
+        extra = "eval"
+    return f"autocolor {command} needs {module}, which comes with an extra: pip install 'autocolor[{extra}]'"
+
+
 def main(argv: list[str] | None = None) -> int:
     from autocolor.errors import EXIT_USER_ERROR, AutocolorError
 
@@ -574,6 +697,19 @@ def main(argv: list[str] | None = None) -> int:
 
         print(printable(f"error: {exc}"), file=sys.stderr)
         return EXIT_USER_ERROR
+    except ModuleNotFoundError as exc:
+        fix = _missing_extra(exc, args.command)
+        if fix is None:
+            raise
+        print(f"error: {fix}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # raise SystemExit("error: ..."): a usage error, exit status 2 (not Python's 1)
+            from autocolor.errors import printable
+
+            print(printable(exc.code), file=sys.stderr)
+            exc.code = EXIT_USER_ERROR
+        raise
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from kornia.color import lab_to_rgb as _kornia_lab_to_rgb
 from kornia.color import linear_rgb_to_rgb, xyz_to_rgb
 from kornia.color import rgb_to_lab as _kornia_rgb_to_lab
@@ -171,7 +170,7 @@ def _finv(t: torch.Tensor) -> torch.Tensor:
 
 def lab_tile_to_rgb(gray: np.ndarray, ab: torch.Tensor, out: np.ndarray) -> None:
     """Write RGB for ``(B, h, W)`` uint16 gray and ``(B, 2, h, W)`` ab (Lab units)
-    into ``out`` ``(B, h, W, 3)`` (uint8, uint16 or float32).
+    into the first three channels of ``out`` ``(B, h, W, 3|4)`` (uint8, uint16 or float32).
 
     The conversion of :func:`autocolor.color.lab_to_rgb` (kornia's, D65, clipped),
     with L, f(Y) and Y read from tables of the gray level and, for 8-bit
@@ -195,29 +194,96 @@ def lab_tile_to_rgb(gray: np.ndarray, ab: torch.Tensor, out: np.ndarray) -> None
         out[..., channel] = srgb.mul_(65535.0).add_(0.5).numpy() if out.dtype == np.uint16 else srgb.numpy()
 
 
-def merge_gray_ab(gray: np.ndarray, ab: torch.Tensor, dtype: np.dtype) -> np.ndarray:
-    """Lay ``(B, 2, h, w)`` ab (Lab units) over the L of ``(B, H, W)`` uint16 gray:
-    ``(B, H, W, 3)`` samples of ``dtype``.
+def bilinear_taps(n_in: int, n_out: int, at: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices ``i0, i1`` and weights ``w0, w1`` (float32) of output samples
+    ``at`` (of ``n_out``) resized bilinearly (``align_corners=False``) from ``n_in``.
 
-    ab is upsampled bilinearly as in :func:`autocolor.color.merge_l_ab`; the
-    conversion runs in row tiles, so its float temporaries stay small (the
-    whole-image ab, 8 bytes a pixel, is the one large one).
+    Torch's CPU kernel's own arithmetic: the source position
+    ``scale * (i + 0.5) - 0.5`` rounded once (a fused multiply-add), so
+    :class:`BilinearUpsampler` gives what ``F.interpolate`` gives, bit for bit
+    where torch's kernels fuse, and within a float32 step elsewhere.
+    """
+    index = np.arange(*at.indices(n_out))
+    if n_in == n_out:
+        return index, index, np.ones(len(index), np.float32), np.zeros(len(index), np.float32)
+    scale = np.float64(np.float32(n_in) / np.float32(n_out))
+    centers = index.astype(np.float32) + np.float32(0.5)
+    source = np.maximum((scale * centers - 0.5).astype(np.float32), np.float32(0.0))  # exact in float64, one rounding
+    i0 = np.minimum(np.floor(source).astype(np.int64), n_in - 1)
+    w1 = np.clip(source - i0.astype(np.float32), np.float32(0.0), np.float32(1.0))
+    return i0, np.minimum(i0 + 1, n_in - 1), np.float32(1.0) - w1, w1
+
+
+def _lerp(a: torch.Tensor, b: torch.Tensor, wa: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
+    """``a * wa + b * wb`` in float32, rounded as ``fma(a, wa, b * wb)`` (torch's kernel)."""
+    return torch.mul(b, wb).double().addcmul_(a.double(), wa.double()).float()
+
+
+class BilinearUpsampler:
+    """``F.interpolate(ab, size=(h, w), mode="bilinear", align_corners=False)``
+    one tile at a time: :meth:`tile` gives the rows and columns asked for, so
+    the full-resolution chroma (8 bytes a pixel) never exists at once, nor
+    anything else as long as the image (a 1 x 10,000,000 strip).
+
+    Torch interpolates along rows first; those row results are kept for every
+    source row when they are small beside the output (a photo's 48 source
+    rows for its 3000), else computed for each tile.
+    """
+
+    def __init__(self, ab: torch.Tensor, size: tuple[int, int]) -> None:
+        self.ab = ab.float().contiguous()
+        self.size = size
+        self._across: torch.Tensor | None = None
+        if self.ab.shape[-2] * 8 <= size[0]:
+            self._across = self._along_rows(self.ab, slice(0, size[1]))  # (B, C, h_in, W)
+
+    def _along_rows(self, band: torch.Tensor, cols: slice) -> torch.Tensor:
+        c0, c1, w0, w1 = (torch.from_numpy(t) for t in bilinear_taps(self.ab.shape[-1], self.size[1], cols))
+        return _lerp(band[..., c0], band[..., c1], w0, w1)
+
+    def tile(self, rows: slice, cols: slice) -> torch.Tensor:
+        """``(B, C, len(rows), len(cols))`` of the upsampled chroma."""
+        r0, r1, w0, w1 = (torch.from_numpy(t) for t in bilinear_taps(self.ab.shape[-2], self.size[0], rows))
+        if self._across is not None:
+            across, low = self._across[..., cols], 0
+        else:
+            low, high = int(r0.min()), int(r1.max()) + 1
+            across = self._along_rows(self.ab[:, :, low:high], cols)  # the source rows these rows read
+        return _lerp(across[:, :, r0 - low], across[:, :, r1 - low], w0[:, None], w1[:, None])
+
+
+def merge_gray_ab(gray: np.ndarray, ab: torch.Tensor, dtype: np.dtype, channels: int = 3) -> np.ndarray:
+    """Lay ``(B, 2, h, w)`` ab (Lab units) over the L of ``(B, H, W)`` uint16 gray:
+    ``(B, H, W, 3)`` samples of ``dtype`` (``(B, H, W, 4)`` with ``channels=4``, the
+    fourth left for the caller's alpha, unset).
+
+    ab is upsampled bilinearly as in :func:`autocolor.color.merge_l_ab`, tile
+    by tile (:class:`BilinearUpsampler`); the tiles are bands of whole rows,
+    or pieces of a row as long as an image is wide, so the only full-size
+    array is the output and a strip costs no more per pixel than a photo.
     """
     b, h, w = gray.shape
-    ab_full = F.interpolate(ab.float(), size=(h, w), mode="bilinear", align_corners=False)  # (B, 2, H, W)
-    out = np.empty((b, h, w, 3), dtype=dtype)
+    upsampler = BilinearUpsampler(ab, (h, w))
+    out = np.empty((b, h, w, channels), dtype=dtype)
     step = max(1, TILE_PIXELS // (w * b))
-    tiles = [slice(top, min(h, top + step)) for top in range(0, h, step)]
+    width = w if step > 1 or w * b <= TILE_PIXELS else max(1, TILE_PIXELS // b)
+    tiles = [(slice(top, min(h, top + step)), slice(left, min(w, left + width)))
+             for top in range(0, h, step) for left in range(0, w, width)]
+
+    def merge(tile: tuple[slice, slice]) -> None:
+        rows, cols = tile
+        lab_tile_to_rgb(gray[:, rows, cols], upsampler.tile(rows, cols), out[:, rows, cols])
+
     threads = min(len(tiles), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     if threads <= 1:
-        for rows in tiles:
-            lab_tile_to_rgb(gray[:, rows], ab_full[:, :, rows], out[:, rows])
+        for tile in tiles:
+            merge(tile)
         return out
     # Tiles this small run single-threaded inside torch; spreading them over our
     # own threads (torch releases the GIL) uses the cores without OpenMP's
     # barriers, which stall badly when other processes share the CPU.
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda rows: lab_tile_to_rgb(gray[:, rows], ab_full[:, :, rows], out[:, rows]), tiles))
+        list(pool.map(merge, tiles))
     return out
 
 

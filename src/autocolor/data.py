@@ -363,33 +363,50 @@ def build_splits(
     kind, root = parse_spec(spec)
     train_aug, eval_aug = Augment(size, train=True, min_scale=crop_min_scale), Augment(size, train=False)
     if kind == "cifar10":
-        official_train, official_test = load_cifar10(root, download=download, verify=verify_cifar)
-        if split == "official":
-            test_src = official_test
-            val_part, test_part = seeded_split(len(test_src), [0.5, 0.5], seed)
-            return Splits(
-                CIFARImages(official_train, train_aug, seed),
-                Subset(CIFARImages(test_src, eval_aug, seed), val_part),
-                Subset(CIFARImages(test_src, eval_aug, seed), test_part),
-            )
-        everything = ConcatDataset([official_train, official_test])
-        tr, va, te = seeded_split(len(everything), [0.8, 0.05, 0.15], seed)
-        return Splits(
-            Subset(CIFARImages(everything, train_aug, seed), tr),
-            Subset(CIFARImages(everything, eval_aug, seed), va),
-            Subset(CIFARImages(everything, eval_aug, seed), te),
-        )
+        return _cifar10_splits(root, train_aug, eval_aug, seed, split, download, verify_cifar)
     if not root.is_dir():
         raise DatasetError(f"{root}: no such folder")
     if kind == "pairs":
-        names = PairedFolderDataset(root, eval_aug, seed).names
-        tr, va, te = seeded_split(len(names), [0.8, 0.1, 0.1], seed)
-        pick = lambda idx: [names[i] for i in idx]  # noqa: E731
+        return _paired_splits(root, train_aug, eval_aug, seed)
+    return _folder_splits(root, train_aug, eval_aug, seed)
+
+
+def _cifar10_splits(
+    root: Path, train_aug: Augment, eval_aug: Augment, seed: int, split: str, download: bool, verify: bool
+) -> Splits:
+    """CIFAR-10 split 80/5/15 with ``seed``, or the official 50k/10k with the test half split into val and test."""
+    official_train, official_test = load_cifar10(root, download=download, verify=verify)
+    if split == "official":
+        test_src = official_test
+        val_part, test_part = seeded_split(len(test_src), [0.5, 0.5], seed)
         return Splits(
-            PairedFolderDataset(root, train_aug, seed, pick(tr)),
-            PairedFolderDataset(root, eval_aug, seed, pick(va)),
-            PairedFolderDataset(root, eval_aug, seed, pick(te)),
+            CIFARImages(official_train, train_aug, seed),
+            Subset(CIFARImages(test_src, eval_aug, seed), val_part),
+            Subset(CIFARImages(test_src, eval_aug, seed), test_part),
         )
+    everything = ConcatDataset([official_train, official_test])
+    tr, va, te = seeded_split(len(everything), [0.8, 0.05, 0.15], seed)
+    return Splits(
+        Subset(CIFARImages(everything, train_aug, seed), tr),
+        Subset(CIFARImages(everything, eval_aug, seed), va),
+        Subset(CIFARImages(everything, eval_aug, seed), te),
+    )
+
+
+def _paired_splits(root: Path, train_aug: Augment, eval_aug: Augment, seed: int) -> Splits:
+    """A ``color/`` + ``gray/`` folder's pairs split 80/10/10 by name with ``seed``."""
+    names = PairedFolderDataset(root, eval_aug, seed).names
+    tr, va, te = seeded_split(len(names), [0.8, 0.1, 0.1], seed)
+    pick = lambda idx: [names[i] for i in idx]  # noqa: E731
+    return Splits(
+        PairedFolderDataset(root, train_aug, seed, pick(tr)),
+        PairedFolderDataset(root, eval_aug, seed, pick(va)),
+        PairedFolderDataset(root, eval_aug, seed, pick(te)),
+    )
+
+
+def _folder_splits(root: Path, train_aug: Augment, eval_aug: Augment, seed: int) -> Splits:
+    """A photo folder's own ``train/``, ``val/``, ``test/``, or its files split 80/10/10 with ``seed``."""
     if all((root / s).is_dir() for s in ("train", "val", "test")):
         return Splits(
             FolderDataset(list_images(root / "train"), train_aug, seed),

@@ -12,8 +12,8 @@ from autocolor.inference import Colorizer, colorize_files, plan_jobs
 
 
 def samples_dir() -> Path:
-    """The repository's ``samples/`` folder (present in a clone, not in a wheel)."""
-    return Path(__file__).resolve().parents[2] / "samples"
+    """The bundled sample photos (``autocolor/samples/``, installed with the package)."""
+    return Path(__file__).resolve().parent / "samples"
 
 
 def before_after(pairs: list[tuple[Path, Path]], height: int = 240) -> Image.Image:
@@ -34,17 +34,21 @@ def before_after(pairs: list[tuple[Path, Path]], height: int = 240) -> Image.Ima
     return canvas
 
 
-def run_demo(out: Path, model: str = "default", samples: Path | None = None, progress: bool = True) -> Path:
-    """Colorize every sample into ``out/samples`` and write ``out/before_after.png``."""
+def run_demo(out: Path, model: str = "default", samples: Path | None = None, progress: bool | None = None) -> Path:
+    """Colorize every sample into ``out/samples`` and write ``out/before_after.png``
+    (a progress bar only when stderr is a terminal, unless ``progress`` says)."""
     import io
+    import sys
 
     samples = samples or samples_dir()
     if not samples.is_dir():
-        raise ImageError(f"{samples}: no sample photos here (they ship with a clone of the repository)")
+        raise ImageError(f"{samples}: no sample photos here (the package ships them in autocolor/samples/; "
+                         "reinstall autocolor)")
     jobs, problems = plan_jobs([str(samples)], out / "samples")
     for path, reason in problems:
         print(f"{path}: {reason}")
     colorizer = Colorizer.load(model)
+    progress = sys.stderr.isatty() if progress is None else progress
     summary = colorize_files(colorizer, jobs, overwrite=True, progress=progress)
     print(summary.line())
     done = [(j.source, j.target) for j in jobs if j.target.exists()]

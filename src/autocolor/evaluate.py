@@ -1,4 +1,4 @@
-"""Evaluation that anyone can rerun: trained models against the grey copy.
+"""Evaluation that anyone can rerun: trained models against the gray copy.
 
 ``evaluate()`` colorizes the same seeded sample of a data split at each size
 with every model, through :mod:`autocolor.pipeline` (the path the CLI and the
@@ -16,17 +16,17 @@ How the numbers are averaged (also written into results.md):
 - Colorfulness (Hasler and Suesstrunk) is computed per image, then averaged
   over images; the colorfulness ratio is mean output colorfulness over mean
   ground-truth colorfulness (a ratio of means).
-- ``ciede2000_vs_grey``: the model's mean CIEDE2000 over the grey copy's, on
+- ``ciede2000_vs_gray``: the model's mean CIEDE2000 over the gray copy's, on
   the same images at the same size (below 1 beats leaving the photo gray).
 - ``ciede2000_at_colorfulness``: CIEDE2000 interpolated linearly between the
   two neighbouring saturation factors whose colorfulness ratios bracket the
   target; ``None`` where the sweep never reaches it.
 
-Model specs: ``grey`` (the gray input repeated to RGB), ``default`` (the
-shipped weights in ``autocolor/weights/default/``), a model folder (as
-training writes it: ``model.safetensors`` + ``config.json``, or a run folder
-with only ``checkpoints/`` yet, whose newest checkpoint is used), or
-``LABEL=FOLDER`` to name it. A bare registered architecture name is refused:
+Model specs: ``gray`` (the gray input repeated to RGB; ``grey`` is accepted
+too), ``default`` (the shipped weights in ``autocolor/weights/default/``), a
+model folder (as training writes it: ``model.safetensors`` + ``config.json``,
+or a run folder with only ``checkpoints/`` yet, whose newest checkpoint is
+used), or ``LABEL=FOLDER`` to name it. A bare registered architecture name is refused:
 untrained weights measure nothing.
 """
 
@@ -52,7 +52,8 @@ from autocolor.models import available_models, count_parameters
 from autocolor.pipeline import colorize_tensor, predict_chroma, to_gray16
 from autocolor.validation import save_png
 
-GREY = "grey"
+GRAY = "gray"
+GRAY_ALIASES = (GRAY, "grey")  # "grey" was the spec's spelling before; still accepted
 DEFAULT_SIZES = (32, 256)
 DEFAULT_SATURATIONS = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5)
 COLORFULNESS_TARGETS = (0.7, 0.85, 1.0)  # the issue's band starts at 0.7, its stretch band at 0.85
@@ -63,7 +64,7 @@ DEFINITIONS = {
     "ssim": "torchmetrics SSIM (11x11 Gaussian window, sigma 1.5) on the RGB channels, not on L; "
     "per image, then the mean over images",
     "ciede2000": "CIEDE2000 (Sharma et al. 2005) per pixel, mean over pixels per image, then mean over images",
-    "ciede2000_vs_grey": "the model's mean CIEDE2000 over the grey copy's on the same images (below 1 beats gray)",
+    "ciede2000_vs_gray": "the model's mean CIEDE2000 over the gray copy's on the same images (below 1 beats gray)",
     "colorfulness": "Hasler and Suesstrunk (2003) on RGB 0-255 per image, then the mean over images",
     "colorfulness_ratio": "mean output colorfulness / mean ground-truth colorfulness",
     "saturation": "factor on the predicted ab (the pipeline's saturation argument); 1 = as the model predicts",
@@ -80,7 +81,7 @@ class EvaluationError(AutocolorError, ValueError):
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A model to evaluate: ``model`` is None for the grey copy."""
+    """A model to evaluate: ``model`` is None for the gray copy."""
 
     label: str
     model: nn.Module | None
@@ -88,7 +89,7 @@ class ModelEntry:
 
     @property
     def kind(self) -> str:
-        return GREY if self.model is None else self.model.predicts
+        return GRAY if self.model is None else self.model.predicts
 
     @property
     def parameters(self) -> int:
@@ -109,14 +110,14 @@ def _model_folder(path: Path) -> Path:
 
 
 def resolve_model(spec: str, device: torch.device | str = "cpu") -> ModelEntry:
-    """Load the model a spec names: ``grey``, ``default``, ``FOLDER`` or ``LABEL=FOLDER``."""
+    """Load the model a spec names: ``gray``, ``default``, ``FOLDER`` or ``LABEL=FOLDER``."""
     label, sep, location = (part.strip() for part in spec.partition("="))
     if not sep:
-        location = label
+        location = label = GRAY if label in GRAY_ALIASES else label
     if not label or not location:
-        raise EvaluationError(f"bad model spec {spec!r}: use grey, default, a model folder, or LABEL=FOLDER")
-    if location in (GREY, "gray"):
-        return ModelEntry(label, None, "grey copy (gray input repeated to RGB)")
+        raise EvaluationError(f"bad model spec {spec!r}: use gray, default, a model folder, or LABEL=FOLDER")
+    if location in GRAY_ALIASES:
+        return ModelEntry(label, None, "gray copy (gray input repeated to RGB)")
     if location == "levin":
         from autocolor.models import create_model
 
@@ -137,7 +138,7 @@ def resolve_model(spec: str, device: torch.device | str = "cpu") -> ModelEntry:
                 f"pass the folder its training run wrote, e.g. {location}=runs/{location}"
             )
     if not path.exists():
-        raise EvaluationError(f"{spec}: no model folder at {path} (specs: grey, default, FOLDER, LABEL=FOLDER)")
+        raise EvaluationError(f"{spec}: no model folder at {path} (specs: gray, default, FOLDER, LABEL=FOLDER)")
     folder = _model_folder(path)
     model = load_model(folder).to(device).eval()
     return ModelEntry(label, model, str(folder))
@@ -178,7 +179,7 @@ def colorize_at_saturations(
     """``colorize_tensor(model, gray, render_size, saturation=s)`` for each ``s``,
     running the network once: chroma models rescale their predicted ab before
     the merge, RGB models rescale the chroma of their output, both exactly as
-    the pipeline does. The grey copy ignores saturation (gray has no chroma).
+    the pipeline does. The gray copy ignores saturation (gray has no chroma).
 
     Returns a list of ``(B, 3, H, W)`` RGB in [0, 1], one per saturation.
     """
@@ -224,93 +225,128 @@ def _evaluate_size(
     grid_rows: int,
 ) -> tuple[dict[str, Any], list[torch.Tensor]]:
     """Metrics for every model at one size, plus the grid's columns."""
-    device = rgb.device
-    main = saturations.index(1.0)
-    truth_cf: list[torch.Tensor] = []
-    grey_de: list[torch.Tensor] = []
-    truth_lab = torch.empty_like(rgb)  # converted once, compared with every output
-    for start in range(0, len(rgb), batch_size):
-        batch = slice(start, start + batch_size)
-        truth_lab[batch] = rgb_to_lab(rgb[batch])
-        truth_cf.append(colorfulness(rgb[batch]).cpu())
-        grey_de.append(mean_ciede2000_lab(rgb_to_lab(gray_to_rgb(gray[batch])), truth_lab[batch]).cpu())
-    truth_colorfulness = _mean(truth_cf)
-    grey_ciede2000 = _mean(grey_de)
-
+    truth_lab, truth_colorfulness, gray_ciede2000 = _truth_and_gray_copy(rgb, gray, batch_size)
     columns = [gray_to_rgb(gray[:grid_rows]).cpu()]
     rows = []
     for entry in entries:
-        scores: dict[str, list[torch.Tensor]] = {"psnr": [], "ssim": []}
-        sweep_de: list[list[torch.Tensor]] = [[] for _ in saturations]
-        sweep_cf: list[list[torch.Tensor]] = [[] for _ in saturations]
-        sweep_psnr: list[list[torch.Tensor]] = [[] for _ in saturations]
-        grid_part: list[torch.Tensor] = []
-        for start in range(0, len(rgb), batch_size):
-            batch_rgb, batch_gray = rgb[start : start + batch_size], gray[start : start + batch_size]
-            batch_lab = truth_lab[start : start + batch_size]
-            outputs = colorize_at_saturations(entry, batch_gray, size, saturations)
-            scored: dict[int, tuple[torch.Tensor, ...]] = {}  # the grey copy repeats one output
-            for k, out in enumerate(outputs):
-                if id(out) not in scored:
-                    out_dev = out.to(device)
-                    de = mean_ciede2000_lab(rgb_to_lab(out_dev), batch_lab).cpu()
-                    scored[id(out)] = (de, colorfulness(out_dev).cpu(), psnr(out_dev, batch_rgb).cpu())
-                sweep_de[k].append(scored[id(out)][0])
-                sweep_cf[k].append(scored[id(out)][1])
-                sweep_psnr[k].append(scored[id(out)][2])
-            pred = outputs[main].to(device)
-            scores["psnr"].append(sweep_psnr[main][-1])
-            scores["ssim"].append(ssim(pred, batch_rgb).cpu())
-            if start < grid_rows:
-                grid_part.append(pred[: grid_rows - start].cpu())
-        columns.append(torch.cat(grid_part))
-
-        sweep = []
-        for s, de, cf, ps in zip(saturations, sweep_de, sweep_cf, sweep_psnr):
-            cf_mean = _mean(cf)
-            sweep.append(
-                {
-                    "saturation": s,
-                    "psnr": _mean(ps),
-                    "ciede2000": _mean(de),
-                    "colorfulness": cf_mean,
-                    "colorfulness_ratio": cf_mean / truth_colorfulness if truth_colorfulness > 0 else math.nan,
-                }
-            )
-        ratios = [p["colorfulness_ratio"] for p in sweep]
-        errors = [p["ciede2000"] for p in sweep]
-        at_cf = {f"{t:g}": interpolate_at(ratios, errors, t) for t in COLORFULNESS_TARGETS}
-        psnr_at_cf = {f"{t:g}": interpolate_at(ratios, [p["psnr"] for p in sweep], t) for t in COLORFULNESS_TARGETS}
-        de_main = sweep[main]["ciede2000"]
-        rows.append(
-            {
-                "label": entry.label,
-                "source": entry.source,
-                "kind": entry.kind,
-                "parameters": entry.parameters,
-                "psnr": _mean(scores["psnr"]),
-                "ssim": _mean(scores["ssim"]),
-                "ciede2000": de_main,
-                "ciede2000_vs_grey": de_main / grey_ciede2000 if grey_ciede2000 > 0 else math.nan,
-                "colorfulness": sweep[main]["colorfulness"],
-                "colorfulness_ratio": sweep[main]["colorfulness_ratio"],
-                "sweep": sweep,
-                "ciede2000_at_colorfulness": at_cf,
-                "ciede2000_at_colorfulness_vs_grey": {
-                    k: (v / grey_ciede2000 if v is not None and grey_ciede2000 > 0 else None) for k, v in at_cf.items()
-                },
-                "psnr_at_colorfulness": psnr_at_cf,
-            }
-        )
+        scores, column = _score_model(entry, rgb, gray, truth_lab, size, saturations, batch_size, grid_rows)
+        columns.append(column)
+        rows.append(_model_row(entry, scores, saturations, truth_colorfulness, gray_ciede2000))
     columns.append(rgb[:grid_rows].cpu())
     result = {
         "size": size,
         "n_images": len(rgb),
         "truth_colorfulness": truth_colorfulness,
-        "grey_ciede2000": grey_ciede2000,
+        "gray_ciede2000": gray_ciede2000,
         "models": rows,
     }
     return result, columns
+
+
+def _truth_and_gray_copy(rgb: torch.Tensor, gray: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, float, float]:
+    """The truth in Lab (converted once, compared with every output), its colorfulness, the gray copy's CIEDE2000."""
+    truth_cf: list[torch.Tensor] = []
+    gray_de: list[torch.Tensor] = []
+    truth_lab = torch.empty_like(rgb)
+    for start in range(0, len(rgb), batch_size):
+        batch = slice(start, start + batch_size)
+        truth_lab[batch] = rgb_to_lab(rgb[batch])
+        truth_cf.append(colorfulness(rgb[batch]).cpu())
+        gray_de.append(mean_ciede2000_lab(rgb_to_lab(gray_to_rgb(gray[batch])), truth_lab[batch]).cpu())
+    return truth_lab, _mean(truth_cf), _mean(gray_de)
+
+
+def _score_model(
+    entry: ModelEntry,
+    rgb: torch.Tensor,
+    gray: torch.Tensor,
+    truth_lab: torch.Tensor,
+    size: int,
+    saturations: list[float],
+    batch_size: int,
+    grid_rows: int,
+) -> tuple[dict[str, list], torch.Tensor]:
+    """One model's per-image CIEDE2000, colorfulness and PSNR at each saturation (SSIM at 1), and its grid column."""
+    device = rgb.device
+    main = saturations.index(1.0)
+    scores: dict[str, list] = {key: [[] for _ in saturations] for key in ("ciede2000", "colorfulness", "psnr")}
+    scores["ssim"] = []
+    grid_part: list[torch.Tensor] = []
+    for start in range(0, len(rgb), batch_size):
+        batch_rgb, batch_gray = rgb[start : start + batch_size], gray[start : start + batch_size]
+        batch_lab = truth_lab[start : start + batch_size]
+        outputs = colorize_at_saturations(entry, batch_gray, size, saturations)
+        for k, (de, cf, ps) in enumerate(_score_outputs(outputs, batch_rgb, batch_lab)):
+            scores["ciede2000"][k].append(de)
+            scores["colorfulness"][k].append(cf)
+            scores["psnr"][k].append(ps)
+        pred = outputs[main].to(device)
+        scores["ssim"].append(ssim(pred, batch_rgb).cpu())
+        if start < grid_rows:
+            grid_part.append(pred[: grid_rows - start].cpu())
+    return scores, torch.cat(grid_part)
+
+
+def _score_outputs(
+    outputs: list[torch.Tensor], truth_rgb: torch.Tensor, truth_lab: torch.Tensor
+) -> list[tuple[torch.Tensor, ...]]:
+    """Per-image CIEDE2000, colorfulness and PSNR of each output; one repeated (the gray copy's) is scored once."""
+    scored: dict[int, tuple[torch.Tensor, ...]] = {}
+    for out in outputs:
+        if id(out) not in scored:
+            out_dev = out.to(truth_rgb.device)
+            de = mean_ciede2000_lab(rgb_to_lab(out_dev), truth_lab).cpu()
+            scored[id(out)] = (de, colorfulness(out_dev).cpu(), psnr(out_dev, truth_rgb).cpu())
+    return [scored[id(out)] for out in outputs]
+
+
+def _sweep(saturations: list[float], scores: dict[str, list], truth_colorfulness: float) -> list[dict[str, float]]:
+    """One point of the saturation sweep per factor: mean PSNR, CIEDE2000, colorfulness and its ratio to the truth's."""
+    sweep = []
+    for s, de, cf, ps in zip(saturations, scores["ciede2000"], scores["colorfulness"], scores["psnr"]):
+        cf_mean = _mean(cf)
+        sweep.append(
+            {
+                "saturation": s,
+                "psnr": _mean(ps),
+                "ciede2000": _mean(de),
+                "colorfulness": cf_mean,
+                "colorfulness_ratio": cf_mean / truth_colorfulness if truth_colorfulness > 0 else math.nan,
+            }
+        )
+    return sweep
+
+
+def _model_row(
+    entry: ModelEntry, scores: dict[str, list], saturations: list[float], truth_colorfulness: float,
+    gray_ciede2000: float,
+) -> dict[str, Any]:
+    """One model's row of the report: the metrics at saturation 1, the sweep and the values at equal colorfulness."""
+    main = saturations.index(1.0)
+    sweep = _sweep(saturations, scores, truth_colorfulness)
+    ratios = [p["colorfulness_ratio"] for p in sweep]
+    errors = [p["ciede2000"] for p in sweep]
+    at_cf = {f"{t:g}": interpolate_at(ratios, errors, t) for t in COLORFULNESS_TARGETS}
+    psnr_at_cf = {f"{t:g}": interpolate_at(ratios, [p["psnr"] for p in sweep], t) for t in COLORFULNESS_TARGETS}
+    de_main = sweep[main]["ciede2000"]
+    return {
+        "label": entry.label,
+        "source": entry.source,
+        "kind": entry.kind,
+        "parameters": entry.parameters,
+        "psnr": _mean(scores["psnr"][main]),
+        "ssim": _mean(scores["ssim"]),
+        "ciede2000": de_main,
+        "ciede2000_vs_gray": de_main / gray_ciede2000 if gray_ciede2000 > 0 else math.nan,
+        "colorfulness": sweep[main]["colorfulness"],
+        "colorfulness_ratio": sweep[main]["colorfulness_ratio"],
+        "sweep": sweep,
+        "ciede2000_at_colorfulness": at_cf,
+        "ciede2000_at_colorfulness_vs_gray": {
+            k: (v / gray_ciede2000 if v is not None and gray_ciede2000 > 0 else None) for k, v in at_cf.items()
+        },
+        "psnr_at_colorfulness": psnr_at_cf,
+    }
 
 
 def grid_image(columns: list[torch.Tensor]) -> torch.Tensor:
@@ -338,7 +374,7 @@ def evaluate(
     """Evaluate ``models`` (specs, see the module docstring) on ``data``.
 
     Args:
-        models: model specs, e.g. ``["grey", "default", "cae=runs/cae"]``.
+        models: model specs, e.g. ``["gray", "default", "cae=runs/cae"]``.
         data: a data spec for :func:`autocolor.data.build_splits`.
         sizes: square center-crop sides; models work at each (chroma models
             render at it, the CIFAR CAE at 32 and is upsampled).
@@ -354,22 +390,33 @@ def evaluate(
 
     Returns:
         A JSON-ready dict: settings, ``definitions`` and, per size in
-        ``results``, the truth's colorfulness, the grey copy's CIEDE2000 and
+        ``results``, the truth's colorfulness, the gray copy's CIEDE2000 and
         one row per model (see :data:`DEFINITIONS` for each number).
     """
-    if split not in ("test", "val"):
-        raise EvaluationError(f"split must be 'test' or 'val', got {split!r}")
-    bad = [s for s in sizes if s < MIN_SIZE]
-    if not sizes or bad:
-        raise EvaluationError(f"sizes must be at least {MIN_SIZE} pixels, got {list(sizes)}")
-    if n is not None and n < 1:
-        raise EvaluationError(f"n must be at least 1 (or None for the whole split), got {n}")
-    if any(not math.isfinite(s) or s < 0 for s in saturations):
-        raise EvaluationError(f"saturations must be finite and >= 0, got {list(saturations)}")
+    _check_settings(sizes, n, split, saturations)
     sweep = sorted({float(s) for s in saturations} | {1.0})
     entries = resolve_models(models, device)
 
-    report: dict[str, Any] = {
+    report = _new_report(data, split, seed, n, sizes, sweep, entries)
+    grids: dict[int, torch.Tensor] = {}
+    for size in sizes:
+        dataset = getattr(build_splits(data, size, seed), split)
+        indices = sample_indices(len(dataset), n, seed)
+        rgb, gray = load_images(dataset, indices)
+        result, columns = _evaluate_size(entries, rgb.to(device), gray.to(device), size, sweep, batch_size, grid_rows)
+        report["results"].append(result)
+        grids[size] = grid_image(columns)
+    if out_dir is not None:
+        _write_report(report, grids, Path(out_dir))
+    return report
+
+
+def _new_report(
+    data: str, split: str, seed: int, n: int | None, sizes: Sequence[int], sweep: list[float],
+    entries: list[ModelEntry],
+) -> dict[str, Any]:
+    """The report's settings, versions and definitions, with no results yet."""
+    return {
         "data": data,
         "split": split,
         "seed": seed,
@@ -382,23 +429,28 @@ def evaluate(
         "definitions": DEFINITIONS,
         "results": [],
     }
-    grids: dict[int, torch.Tensor] = {}
-    for size in sizes:
-        dataset = getattr(build_splits(data, size, seed), split)
-        indices = sample_indices(len(dataset), n, seed)
-        rgb, gray = load_images(dataset, indices)
-        result, columns = _evaluate_size(entries, rgb.to(device), gray.to(device), size, sweep, batch_size, grid_rows)
-        report["results"].append(result)
-        grids[size] = grid_image(columns)
 
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        for size, grid in grids.items():
-            save_png(grid, out / f"grid_{size}.png")
-        atomic_write_bytes(out / "results.json", json.dumps(_json_safe(report), indent=2).encode())
-        atomic_write_bytes(out / "results.md", format_markdown(report).encode())
-    return report
+
+def _check_settings(sizes: Sequence[int], n: int | None, split: str, saturations: Sequence[float]) -> None:
+    """Refuse evaluation settings that cannot work, saying what to pass instead."""
+    if split not in ("test", "val"):
+        raise EvaluationError(f"split must be 'test' or 'val', got {split!r}")
+    bad = [s for s in sizes if s < MIN_SIZE]
+    if not sizes or bad:
+        raise EvaluationError(f"sizes must be at least {MIN_SIZE} pixels, got {list(sizes)}")
+    if n is not None and n < 1:
+        raise EvaluationError(f"n must be at least 1 (or None for the whole split), got {n}")
+    if any(not math.isfinite(s) or s < 0 for s in saturations):
+        raise EvaluationError(f"saturations must be finite and >= 0, got {list(saturations)}")
+
+
+def _write_report(report: dict[str, Any], grids: dict[int, torch.Tensor], out: Path) -> None:
+    """Write grid_SIZE.png, results.json and results.md into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for size, grid in grids.items():
+        save_png(grid, out / f"grid_{size}.png")
+    atomic_write_bytes(out / "results.json", json.dumps(_json_safe(report), indent=2).encode())
+    atomic_write_bytes(out / "results.md", format_markdown(report).encode())
 
 
 def _versions() -> dict[str, str]:
@@ -446,54 +498,58 @@ def format_markdown(report: dict[str, Any]) -> str:
     ]
     for result in report["results"]:
         size = result["size"]
-        lines += [
-            "",
-            f"## {size} x {size} px, {result['n_images']} images",
-            "",
-            f"Ground-truth colorfulness {result['truth_colorfulness']:.2f}; "
-            f"grey copy's CIEDE2000 {result['grey_ciede2000']:.3f}.",
-            "",
-            "| model | params | PSNR (dB) | SSIM (RGB) | CIEDE2000 | CIEDE2000 / grey "
-            "| colorfulness | truth colorfulness | colorfulness ratio |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for row in result["models"]:
-            lines.append(
-                f"| {row['label']} | {row['parameters']:,} | {_fmt(row['psnr'])} | {_fmt(row['ssim'], 4)} "
-                f"| {_fmt(row['ciede2000'], 3)} | {_fmt(row['ciede2000_vs_grey'], 3)} "
-                f"| {_fmt(row['colorfulness'])} | {_fmt(result['truth_colorfulness'])} "
-                f"| {_fmt(row['colorfulness_ratio'], 3)} |"
-            )
-        sats = report["saturations"]
-        targets = [f"{t:g}" for t in report["colorfulness_targets"]]
-        lines += [
-            "",
-            f"### Trade-off at {size} px: CIEDE2000 / colorfulness ratio as ab is scaled",
-            "",
-            "| model | "
-            + " | ".join(f"s={s:g}" for s in sats)
-            + " |",
-            "|---|" + "---:|" * len(sats),
-        ]
-        for row in result["models"]:
-            cells = [f"{_fmt(p['ciede2000'], 3)} / {_fmt(p['colorfulness_ratio'], 3)}" for p in row["sweep"]]
-            lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
-        lines += [
-            "",
-            f"### At equal colorfulness, {size} px: CIEDE2000 (x grey) and PSNR along each model's sweep",
-            "",
-            "| model | " + " | ".join(f"colorfulness {t}" for t in targets) + " |",
-            "|---|" + "---:|" * len(targets),
-        ]
-        for row in result["models"]:
-            cells = []
-            for t in targets:
-                value, ratio = row["ciede2000_at_colorfulness"][t], row["ciede2000_at_colorfulness_vs_grey"][t]
-                cells.append("unreachable" if value is None else
-                             f"{value:.3f} ({_fmt(ratio, 3)}x), {_fmt(row['psnr_at_colorfulness'][t])} dB")
-            lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+        lines += _metrics_table(result)
+        lines += _tradeoff_table(result, report["saturations"])
+        lines += _equal_colorfulness_table(result, [f"{t:g}" for t in report["colorfulness_targets"]])
         columns = " | ".join(["gray", *(row["label"] for row in result["models"]), "truth"])
         lines += ["", f"Grid `grid_{size}.png`: columns {columns}; one row per image (the first of the sample)."]
     lines += ["", "## Definitions", ""]
     lines += [f"- **{name}**: {text}." for name, text in report["definitions"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _metrics_table(result: dict[str, Any]) -> list[str]:
+    """Markdown lines of one size's heading and its metrics table, one row per model."""
+    size = result["size"]
+    note = (f"Ground-truth colorfulness {result['truth_colorfulness']:.2f}; "
+            f"gray copy's CIEDE2000 {result['gray_ciede2000']:.3f}.")
+    columns = ["params", "PSNR (dB)", "SSIM (RGB)", "CIEDE2000", "CIEDE2000 / gray", "colorfulness",
+               "truth colorfulness", "colorfulness ratio"]
+    rows = [
+        (row["label"], [f"{row['parameters']:,}", _fmt(row["psnr"]), _fmt(row["ssim"], 4), _fmt(row["ciede2000"], 3),
+                        _fmt(row["ciede2000_vs_gray"], 3), _fmt(row["colorfulness"]),
+                        _fmt(result["truth_colorfulness"]), _fmt(row["colorfulness_ratio"], 3)])
+        for row in result["models"]
+    ]
+    return _table(f"## {size} x {size} px, {result['n_images']} images", columns, rows, note)
+
+
+def _tradeoff_table(result: dict[str, Any], sats: list[float]) -> list[str]:
+    """Markdown lines of the CIEDE2000 / colorfulness ratio at each saturation factor, one row per model."""
+    rows = [
+        (row["label"], [f"{_fmt(p['ciede2000'], 3)} / {_fmt(p['colorfulness_ratio'], 3)}" for p in row["sweep"]])
+        for row in result["models"]
+    ]
+    return _table(f"### Trade-off at {result['size']} px: CIEDE2000 / colorfulness ratio as ab is scaled",
+                  [f"s={s:g}" for s in sats], rows)
+
+
+def _equal_colorfulness_table(result: dict[str, Any], targets: list[str]) -> list[str]:
+    """Markdown lines of CIEDE2000 (x gray) and PSNR at each target colorfulness ratio, one row per model."""
+    rows = []
+    for row in result["models"]:
+        cells = []
+        for t in targets:
+            value, ratio = row["ciede2000_at_colorfulness"][t], row["ciede2000_at_colorfulness_vs_gray"][t]
+            cells.append("unreachable" if value is None else
+                         f"{value:.3f} ({_fmt(ratio, 3)}x), {_fmt(row['psnr_at_colorfulness'][t])} dB")
+        rows.append((row["label"], cells))
+    return _table(f"### At equal colorfulness, {result['size']} px: CIEDE2000 (x gray) and PSNR along each model's "
+                  "sweep", [f"colorfulness {t}" for t in targets], rows)
+
+
+def _table(title: str, columns: list[str], rows: list[tuple[str, list[str]]], note: str | None = None) -> list[str]:
+    """Markdown lines of a titled table (a note under the title if given): a model column, then ``columns``."""
+    lines = ["", title, ""] + ([note, ""] if note else [])
+    lines += ["| model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    return lines + [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]

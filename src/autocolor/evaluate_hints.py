@@ -18,6 +18,7 @@ the gray copy's) and PSNR on RGB in [0, 1].
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -43,7 +44,7 @@ def seeded_centers(index: int, h: int, w: int, count: int, seed: int) -> list[tu
 
 
 def simulated_guide(lightness: torch.Tensor, ab: torch.Tensor, first: int, count: int, seed: int,
-                    reference: torch.Tensor | None = None) -> Guide:
+                    reference: torch.Tensor | None = None, reach: float = 0.0) -> Guide:
     """Points for images ``first .. first + B`` of a sample (``(B, 1, S, S)`` L and ``(B, 2, S, S)`` true ab)."""
     hints, masks = [], []
     for i in range(len(ab)):
@@ -51,7 +52,7 @@ def simulated_guide(lightness: torch.Tensor, ab: torch.Tensor, first: int, count
         hint, mask = point_hints(ab[i], centers, PATCH)
         hints.append(hint)
         masks.append(mask)
-    return make_guide(lightness, torch.stack(hints), torch.stack(masks), reference)
+    return make_guide(lightness, torch.stack(hints), torch.stack(masks), reference, reach)
 
 
 def _scores(entry: ModelEntry, gray16: np.ndarray, truth_rgb: torch.Tensor, truth_lab: torch.Tensor,
@@ -90,6 +91,20 @@ def sample_categories(data: str, split: str, size: int, seed: int, indices: Sequ
     return [table.get(Path(files[i]).relative_to(root).as_posix(), "?") if files else "?" for i in indices]
 
 
+@dataclass
+class _Sample:
+    """The photos every model is scored on, with the truth the simulated users read."""
+
+    rgb: torch.Tensor  # (N, 3, S, S) in [0, 1]
+    gray: torch.Tensor  # (N, 1, S, S)
+    truth_lab: torch.Tensor  # (N, 3, S, S)
+    own_hist: torch.Tensor | None  # each photo's own ab histogram (None: no model has bins)
+    partner: list[int]  # for each photo, another photo of its category
+    size: int
+    seed: int
+    batch_size: int
+
+
 @torch.no_grad()
 def evaluate_hints(
     models: Sequence[str | ModelEntry],
@@ -107,6 +122,23 @@ def evaluate_hints(
     if any(c < 0 for c in counts):
         raise EvaluationError(f"point counts must be >= 0, got {list(counts)}")
     entries = [s if isinstance(s, ModelEntry) else resolve_model(s) for s in models]
+    sample = _load_sample(entries, data, size, n, seed, split, batch_size)
+    gray_score = _mean_scores(sample, ModelEntry("gray", None, "gray copy"), 0)
+    rows = [_model_row(sample, entry, counts) for entry in entries]
+    for row in rows:
+        for score in [*row["points"].values(), row.get("reference_own"), row.get("reference_other")]:
+            if score is not None:
+                score["ciede2000_vs_gray"] = score["ciede2000"] / gray_score["ciede2000"]
+    report = {"data": data, "split": split, "size": size, "seed": seed, "n_images": len(sample.rgb),
+              "patch": PATCH, "counts": list(counts), "gray": gray_score, "models": rows}
+    if out_dir is not None:
+        _write_hints_report(report, Path(out_dir))
+    return report
+
+
+def _load_sample(entries: list[ModelEntry], data: str, size: int, n: int | None, seed: int, split: str,
+                 batch_size: int) -> _Sample:
+    """Draw the seeded sample of the split and prepare its truth, histograms and same-category partners."""
     dataset = getattr(build_splits(data, size, seed), split)
     indices = sample_indices(len(dataset), n, seed)
     if not indices:
@@ -117,52 +149,54 @@ def evaluate_hints(
     truth_lab = rgb_to_lab(rgb)
     bins = next((e.model.bins for e in entries if e.model is not None and hasattr(e.model, "bins")), None)
     own_hist = ab_histogram(F.avg_pool2d(truth_lab[:, 1:], OUTPUT_STRIDE), bins) if bins is not None else None
+    return _Sample(rgb, gray, truth_lab, own_hist, partner, size, seed, batch_size)
 
-    def run(entry: ModelEntry, count: int, reference: str | None = None) -> dict[str, float]:
-        de, ps = [], []
-        for start in range(0, len(rgb), batch_size):
-            part = slice(start, start + batch_size)
-            gray16 = to_gray16(gray[part])
-            ref = None
-            if reference == "own":
-                ref = own_hist[part]
-            elif reference == "other":
-                ref = own_hist[[partner[i] for i in range(start, min(len(rgb), start + batch_size))]]
-            guide = simulated_guide(gray16_to_l(gray16), truth_lab[part, 1:], start, count, seed, ref)
-            d, p = _scores(entry, gray16, rgb[part], truth_lab[part], size, guide)
-            de.append(d)
-            ps.append(p)
-        return {"ciede2000": torch.cat(de).double().mean().item(), "psnr": torch.cat(ps).double().mean().item()}
 
-    gray_entry = ModelEntry("gray", None, "gray copy")
-    gray_score = run(gray_entry, 0)
-    rows = []
-    for entry in entries:
-        hinted = entry.model is not None and entry.model.guided
-        curve = {}
-        for count in counts:
-            if not hinted and count and curve:  # an automatic model ignores hints: one flat line
-                curve[str(count)] = curve[str(counts[0])]
-                continue
-            curve[str(count)] = run(entry, count)
-        row: dict[str, Any] = {"label": entry.label, "source": entry.source, "guided": hinted, "points": curve}
-        if hinted and entry.model.registry_name != "levin":
-            row["reference_own"] = run(entry, 0, "own")
-            row["reference_other"] = run(entry, 0, "other")
-        rows.append(row)
-    for row in rows:
-        for score in [*row["points"].values(), row.get("reference_own"), row.get("reference_other")]:
-            if score is not None:
-                score["ciede2000_vs_gray"] = score["ciede2000"] / gray_score["ciede2000"]
-    report = {"data": data, "split": split, "size": size, "seed": seed, "n_images": len(indices),
-              "patch": PATCH, "counts": list(counts), "gray": gray_score, "models": rows}
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out / "hints.json", json.dumps(report, indent=2).encode())
-        atomic_write_bytes(out / "hints.md", format_hints_markdown(report).encode())
-        plot_hints(report, out / "hints.png")
-    return report
+def _mean_scores(sample: _Sample, entry: ModelEntry, count: int, reference: str | None = None) -> dict[str, float]:
+    """Mean CIEDE2000 and PSNR of one model with ``count`` points per photo and, if asked, a reference
+    histogram (``"own"``: the photo's own; ``"other"``: its partner's)."""
+    rgb, batch_size = sample.rgb, sample.batch_size
+    de, ps = [], []
+    for start in range(0, len(rgb), batch_size):
+        part = slice(start, start + batch_size)
+        gray16 = to_gray16(sample.gray[part])
+        ref = None
+        if reference == "own":
+            ref = sample.own_hist[part]
+        elif reference == "other":
+            ref = sample.own_hist[[sample.partner[i] for i in range(start, min(len(rgb), start + batch_size))]]
+        reach = entry.model.spread_reach if entry.model is not None else 0.0
+        guide = simulated_guide(gray16_to_l(gray16), sample.truth_lab[part, 1:], start, count, sample.seed, ref,
+                                reach)
+        d, p = _scores(entry, gray16, rgb[part], sample.truth_lab[part], sample.size, guide)
+        de.append(d)
+        ps.append(p)
+    return {"ciede2000": torch.cat(de).double().mean().item(), "psnr": torch.cat(ps).double().mean().item()}
+
+
+def _model_row(sample: _Sample, entry: ModelEntry, counts: Sequence[int]) -> dict[str, Any]:
+    """One model's scores per point count (one flat line for an automatic model) and, for a
+    hint-aware network, with its own and another photo's colors as the reference."""
+    hinted = entry.model is not None and entry.model.guided
+    curve = {}
+    for count in counts:
+        if not hinted and count and curve:  # an automatic model ignores hints: one flat line
+            curve[str(count)] = curve[str(counts[0])]
+            continue
+        curve[str(count)] = _mean_scores(sample, entry, count)
+    row: dict[str, Any] = {"label": entry.label, "source": entry.source, "guided": hinted, "points": curve}
+    if hinted and entry.model.registry_name != "levin":
+        row["reference_own"] = _mean_scores(sample, entry, 0, "own")
+        row["reference_other"] = _mean_scores(sample, entry, 0, "other")
+    return row
+
+
+def _write_hints_report(report: dict[str, Any], out: Path) -> None:
+    """Write hints.json, hints.md and hints.png into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "hints.json", json.dumps(report, indent=2).encode())
+    atomic_write_bytes(out / "hints.md", format_hints_markdown(report).encode())
+    plot_hints(report, out / "hints.png")
 
 
 def format_hints_markdown(report: dict[str, Any]) -> str:

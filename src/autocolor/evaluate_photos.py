@@ -19,12 +19,14 @@ pipeline a user runs (:func:`autocolor.pipeline.colorize_gray`). Per photo:
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from autocolor.color import rgb_to_gray, rgb_to_lab
@@ -63,7 +65,8 @@ def _hue_error(out_lab: torch.Tensor, truth_lab: torch.Tensor, where: torch.Tens
 
 
 @torch.no_grad()
-def _score_photo(entry: ModelEntry, rgb: torch.Tensor, faces: bool, face_boxes) -> dict[str, Any]:
+def _score_photo(entry: ModelEntry, rgb: torch.Tensor, faces: bool, face_boxes) -> tuple[dict[str, Any], torch.Tensor]:
+    """One photo's scores, and its output at render size 256 (``(3, H, W)`` in [0, 1])."""
     gray = rgb_to_gray(rgb)[None]  # (1, 1, H, W)
     gray16 = to_gray16(gray)
     truth_lab = rgb_to_lab(rgb)
@@ -94,12 +97,14 @@ def _score_photo(entry: ModelEntry, rgb: torch.Tensor, faces: bool, face_boxes) 
             inside[f.y : f.y + f.h, f.x : f.x + f.w] = True
         row["face_ciede2000"] = float(_ciede_map(out[None], rgb[None])[0][inside].mean())
         row["face_hue_error"] = _hue_error(out_lab, truth_lab, inside)
-    return row
+    return row, out
 
 
 def evaluate_photos(models: Sequence[str], root: str | Path, split: str = "test", faces: Sequence[bool] = (False,),
-                    limit: int | None = None) -> dict[str, Any]:
-    """Score every photo of ``root``'s ``split`` with every model (and face setting)."""
+                    limit: int | None = None, grid_dir: str | Path | None = None) -> dict[str, Any]:
+    """Score every photo of ``root``'s ``split`` with every model (and face setting).
+    With ``grid_dir``, also write ``faces.jpg`` (every photo with a detected face)
+    and ``scenes.jpg`` (the first whole scenes): gray, each model, truth."""
     from autocolor.faces import detect_faces
 
     root = Path(root)
@@ -111,14 +116,56 @@ def evaluate_photos(models: Sequence[str], root: str | Path, split: str = "test"
         gray8 = (rgb_to_gray(rgb)[0] * 255 + 0.5).to(torch.uint8).numpy()
         images.append((path, category, people, rgb, detect_faces(gray8)))
     report: dict[str, Any] = {"root": str(root), "split": split, "n_photos": len(images), "models": []}
+    columns: dict[str, list[torch.Tensor]] = {}
     for spec in models:
         entry = resolve_model(spec)
         for use_faces in faces if entry.model is not None else (False,):
-            rows = [{"file": path.name, "category": cat, "people": people, "faces": len(boxes),
-                     **_score_photo(entry, rgb, use_faces, boxes)} for path, cat, people, rgb, boxes in images]
             label = entry.label + (" + face prior" if use_faces else "")
+            rows, columns[label] = [], []
+            for path, cat, people, rgb, boxes in images:
+                row, out = _score_photo(entry, rgb, use_faces, boxes)
+                rows.append({"file": path.name, "category": cat, "people": people, "faces": len(boxes), **row})
+                columns[label].append(out)
             report["models"].append({"label": label, "summary": summarize(rows), "photos": rows})
+    if grid_dir is not None:
+        truth = [rgb for _, _, _, rgb, _ in images]
+        with_faces = [i for i, image in enumerate(images) if image[4]]
+        scenes = [i for i, image in enumerate(images) if image[1] != "cutout"][:SCENES_IN_GRID]
+        for name, chosen in (("faces.jpg", with_faces), ("scenes.jpg", scenes)):
+            if chosen:
+                write_photo_grid(Path(grid_dir) / name, truth, columns, chosen)
     return report
+
+
+SCENES_IN_GRID = 12
+GRID_HEIGHT = 144  # pixels per photo in the grids
+
+
+def write_photo_grid(path: Path, truth: list[torch.Tensor], columns: dict[str, list[torch.Tensor]],
+                     chosen: Sequence[int]) -> None:
+    """A JPEG with one row per chosen photo: gray input, each model's output, truth.
+    The column order is written to ``path`` with a ``.txt`` suffix."""
+    from autocolor.atomic import atomic_write_bytes
+
+    def cell(image: torch.Tensor) -> torch.Tensor:
+        h, w = image.shape[-2:]
+        size = (GRID_HEIGHT, max(1, round(w * GRID_HEIGHT / h)))
+        return F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+
+    rows = []
+    for i in chosen:
+        cells = [rgb_to_gray(truth[i]).expand(3, -1, -1)] + [columns[label][i] for label in columns] + [truth[i]]
+        row = torch.cat([F.pad(cell(c), (0, 4, 0, 4), value=1.0) for c in cells], dim=-1)
+        rows.append(row)
+    width = max(r.shape[-1] for r in rows)
+    grid = torch.cat([F.pad(r, (0, width - r.shape[-1]), value=1.0) for r in rows], dim=-2)
+    array = (grid.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=88)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buffer.getvalue())
+    legend = "columns: gray input | " + " | ".join(columns) + " | truth\n"
+    atomic_write_bytes(path.with_suffix(".txt"), legend.encode())
 
 
 def _mean(values: list[float | None]) -> float | None:

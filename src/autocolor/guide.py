@@ -70,12 +70,28 @@ def empty_guide(batch: int, height: int, width: int, device: torch.device | str 
     )
 
 
-def spread_hints(lightness: torch.Tensor, ab: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def spread_decay(height: int, width: int, reach: float) -> float:
+    """Levin decay for a ``height x width`` grid such that what is spread fades over
+    about ``reach`` times the image's (geometric-mean) side; 0 (no fading) for ``reach`` 0.
+
+    The fading length of ``levin_colorize``'s decay is about ``1 / sqrt(decay)`` cells,
+    so a reach given as a share of the image means the same at every working size.
+
+    >>> spread_decay(32, 32, 0.25), spread_decay(64, 64, 0.25), spread_decay(64, 64, 0.0)
+    (0.015625, 0.00390625, 0.0)
+    """
+    return 0.0 if reach <= 0 else 1.0 / (reach * reach * height * width)
+
+
+def spread_hints(lightness: torch.Tensor, ab: torch.Tensor, mask: torch.Tensor, reach: float = 0.0) -> torch.Tensor:
     """Levin-propagate hints at a quarter of the size.
 
     Args:
         lightness: ``(B, 1, H, W)`` L in [0, 100].
         ab, mask: ``(B, 2, H, W)`` and ``(B, 1, H, W)`` hints.
+        reach: 0 fills the whole image from the hints (Levin et al.); above 0
+            the spread colors fade over about this share of the image
+            (:func:`spread_decay`), so a point stays local.
 
     Returns:
         ``(B, 2, H/4, W/4)`` ab in Lab units (zeros for images without hints).
@@ -88,17 +104,20 @@ def spread_hints(lightness: torch.Tensor, ab: torch.Tensor, mask: torch.Tensor) 
     weight = F.adaptive_avg_pool2d(mask.float(), size)
     small_ab = (F.adaptive_avg_pool2d(ab.float() * mask, size) / weight.clamp_min(1e-6)).cpu().numpy()
     small_mask = (weight > 0).squeeze(1).cpu().numpy()
+    decay = spread_decay(*size, reach)
     for i in range(lightness.shape[0]):
         if small_mask[i].any():
-            out[i] = torch.from_numpy(levin_colorize(small_l[i, 0], small_ab[i], small_mask[i]))
+            out[i] = torch.from_numpy(levin_colorize(small_l[i, 0], small_ab[i], small_mask[i], decay))
     return out.to(lightness.device)
 
 
 def make_guide(
-    lightness: torch.Tensor, ab: torch.Tensor, mask: torch.Tensor, reference: torch.Tensor | None = None
+    lightness: torch.Tensor, ab: torch.Tensor, mask: torch.Tensor, reference: torch.Tensor | None = None,
+    reach: float = 0.0,
 ) -> Guide:
-    """A :class:`Guide` from hints at the working size (``spread`` computed here)."""
-    return Guide(ab * mask, mask, spread_hints(lightness, ab, mask), reference)
+    """A :class:`Guide` from hints at the working size (``spread`` computed here,
+    with the reach the model was trained with: ``model.spread_reach``)."""
+    return Guide(ab * mask, mask, spread_hints(lightness, ab, mask, reach), reference)
 
 
 # ---------------------------------------------------------------- simulated users
@@ -161,6 +180,7 @@ def simulate_guide(
     gens: list[torch.Generator],
     bins: torch.Tensor,
     sampling: HintSampling = HintSampling(),
+    reach: float = 0.0,
 ) -> Guide:
     """Simulated hints for a training batch, one generator per image (so a
     sample's hints depend only on the sample, not on the batch it is in).
@@ -178,7 +198,7 @@ def simulate_guide(
         hint_ab.append(hint)
         hint_mask.append(mask)
         has_reference.append(u[1] < sampling.p_reference)
-    guide = make_guide(lightness, torch.stack(hint_ab), torch.stack(hint_mask))
+    guide = make_guide(lightness, torch.stack(hint_ab), torch.stack(hint_mask), reach=reach)
     if any(has_reference):
         histogram = ab_histogram(F.avg_pool2d(ab, OUTPUT_STRIDE), bins)
         keep = torch.tensor(has_reference, dtype=histogram.dtype, device=histogram.device).unsqueeze(1)
@@ -203,12 +223,20 @@ POINT_SIZE = 5  # side, in working-size pixels, of the square a point colors (as
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 
 
+def _real(value) -> bool:
+    """A finite real number: Python's or numpy's (``np.int64``, ``np.float32``), not a bool."""
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+            and math.isfinite(value))
+
+
 def parse_color(color) -> tuple[int, int, int]:
-    """``(r, g, b)`` in 0-255 from a tuple/list of three numbers or ``"#rrggbb"``.
+    """``(r, g, b)`` in 0-255 from a tuple/list/array of three numbers or ``"#rrggbb"``.
 
     >>> parse_color("#ff8000"), parse_color([0, 128, 255])
     ((255, 128, 0), (0, 128, 255))
     """
+    if isinstance(color, np.ndarray) and color.shape == (3,):
+        color = color.tolist()
     if isinstance(color, str):
         match = _HEX.match(color.strip())
         if not match:
@@ -218,7 +246,7 @@ def parse_color(color) -> tuple[int, int, int]:
     if isinstance(color, (list, tuple)) and len(color) == 3:
         rgb = []
         for c in color:
-            if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or not 0 <= c <= 255:
+            if not _real(c) or not 0 <= c <= 255:
                 raise HintError(f"color {list(color)!r}: each channel must be a number in 0-255")
             rgb.append(int(round(c)))
         return tuple(rgb)  # type: ignore[return-value]
@@ -267,7 +295,7 @@ class Hints:
                 raise HintError(f"hint {i + 1}: expected (x, y, color), got {item!r}")
             x, y, color = item
             for name, v in (("x", x), ("y", y)):
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                if not _real(v):
                     raise HintError(f"hint {i + 1}: {name} must be a number, got {v!r}")
             try:
                 parsed.append(Point(float(x), float(y), parse_color(color)))
@@ -283,9 +311,10 @@ class Hints:
             sh, sw = self.scribble.shape[:2]
             raise HintError(f"the scribble image is {sw}x{sh}; it must be the photo's size, {width}x{height}")
 
-    def guide(self, l_work: torch.Tensor, full_size: tuple[int, int], bins: torch.Tensor) -> Guide:
+    def guide(self, l_work: torch.Tensor, full_size: tuple[int, int], bins: torch.Tensor,
+              reach: float = 0.0) -> Guide:
         """The :class:`Guide` for L at the working size ``(B, 1, h, w)`` (the
-        same hints for every image of the batch)."""
+        same hints for every image of the batch; ``reach`` as in :func:`spread_hints`)."""
         self.check(*full_size)
         b, _, h, w = l_work.shape
         ab = torch.zeros(2, h, w)
@@ -311,7 +340,7 @@ class Hints:
         if self.reference is not None:
             reference = reference_histogram(self.reference, bins).expand(b, -1)
         ab, mask = ab.expand(b, -1, -1, -1), mask.expand(b, -1, -1, -1)
-        return make_guide(l_work.cpu(), ab, mask, reference)
+        return make_guide(l_work.cpu(), ab, mask, reference, reach)
 
     def to_json(self) -> str:
         return json.dumps({"points": [{"x": p.x, "y": p.y, "color": "#%02x%02x%02x" % p.color}

@@ -33,12 +33,11 @@ from xml.etree import ElementTree
 from xml.sax.saxutils import escape as xml_escape
 
 import numpy as np
-import torch
 from PIL import Image, ImageFile, ImageOps, IptcImagePlugin, PngImagePlugin, TiffImagePlugin, TiffTags, UnidentifiedImageError
 
 from autocolor import __version__
-from autocolor.color import rgb_to_gray
 from autocolor.errors import AutocolorError
+from autocolor.settings import GRAY_WEIGHTS
 
 # 100 MP is a 12,000 x 8,000 scan; decoding and colorizing it needs a few GB.
 # Anything larger is far more likely a decompression bomb than a photo.
@@ -243,15 +242,19 @@ def read_photo(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         with _open(path, max_pixels) as im, _PILLOW_LIMIT.allowing(im.width * im.height):
             halves = _DEEP_RAWMODES.get(_rawmode(im))
             if halves is None:
-                samples = pil_to_array(_normalize_mode(_load_upright(im, notes), notes))
+                samples = pil_to_array(_normalize_mode(_load_upright(im, notes, copy=False), notes))
             else:
-                high = low = _load_upright(im, notes, halves[0])
-                if halves[1] != halves[0]:
-                    with _open(path, max_pixels) as again:
-                        low = _load_upright(again, [], halves[1])
-                samples = _join_bytes(np.asarray(high), np.asarray(low), halves)
-                samples = _with_transparent_color(samples, high.info.get("transparency"))
+                high = _load_upright(im, notes, halves[0], copy=False)
+                samples, transparency = np.asarray(high), high.info.get("transparency")
             metadata = read_metadata(im, notes)
+            im.close()  # leaving `with` closes only the file: the decoded pixels would live on
+        if halves is not None:  # the low bytes, decoded once the first decode is freed
+            low = samples
+            if halves[1] != halves[0]:
+                with _open(path, max_pixels) as again, _PILLOW_LIMIT.allowing(again.width * again.height):
+                    low = np.asarray(_load_upright(again, [], halves[1], copy=False))
+                    again.close()
+            samples = _with_transparent_color(_join_bytes(samples, low, halves), transparency)
     return Photo(samples, metadata, tuple(notes))
 
 
@@ -260,8 +263,14 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     return read_image(path, max_pixels)[0]
 
 
-def _load_upright(im: ImageFile.ImageFile, notes: list[str], rawmode: str | None = None) -> Image.Image:
-    """Decode the first frame (unpacking it as ``rawmode`` if given) and apply its EXIF orientation."""
+def _load_upright(im: ImageFile.ImageFile, notes: list[str], rawmode: str | None = None,
+                  copy: bool = True) -> Image.Image:
+    """Decode the first frame (unpacking it as ``rawmode`` if given) and apply its EXIF orientation.
+
+    Without ``copy``, an image already upright is ``im`` itself, to be read
+    before ``im`` is closed (a copy of a 10,000,000-row strip costs 80 MB of
+    Pillow's row pointers alone).
+    """
     frames = getattr(im, "n_frames", 1)
     if frames > 1:
         notes.append(f"animated ({frames} frames): colorizing the first frame only")
@@ -269,6 +278,8 @@ def _load_upright(im: ImageFile.ImageFile, notes: list[str], rawmode: str | None
     if rawmode is not None:
         im.tile = [_with_rawmode(tile, rawmode) for tile in im.tile]
     im.load()
+    if not copy and im.getexif().get(_ORIENTATION, 1) not in (2, 3, 4, 5, 6, 7, 8):  # as exif_transpose reads it
+        return im
     return ImageOps.exif_transpose(im) or im.copy()
 
 
@@ -303,7 +314,10 @@ def _join_bytes(high: np.ndarray, low: np.ndarray, halves: tuple[str, str]) -> n
     if halves == ("RGBA", "RGBA"):  # 32-bit LA: (L high, L low, A high, A low)
         deep = high.astype(np.uint16)
         return np.stack([deep[..., 0] << 8 | deep[..., 1], deep[..., 2] << 8 | deep[..., 3]], axis=-1)
-    return high.astype(np.uint16) << 8 | low
+    deep = high.astype(np.uint16)  # the one 16-bit array: shifted and joined in place
+    deep <<= 8
+    deep |= low
+    return deep
 
 
 def _normalize_mode(image: Image.Image, notes: list[str]) -> Image.Image:
@@ -631,7 +645,8 @@ def split_pixels(array: np.ndarray, max_pixels: int | None = None) -> Pixels:
     float ([0, 1]) or bool samples, of any memory layout.
 
     Two and four channels carry alpha last. Color inputs are turned into gray
-    with :func:`autocolor.color.rgb_to_gray`, the one definition of gray.
+    by the weights of :func:`autocolor.color.rgb_to_gray`, the one definition of
+    gray, in numpy (torch-free; the same float32 values, tested).
     Floats above 1 (0..255 values, most likely) are clipped to white, with a warning.
 
     Raises:
@@ -670,12 +685,28 @@ def split_pixels(array: np.ndarray, max_pixels: int | None = None) -> Pixels:
     if color_part.shape[2] == 1:
         return Pixels(np.ascontiguousarray(to_uint16(color_part[:, :, 0])), alpha, dtype, False, given=given)
     scale = 1.0 / _scale(dtype)
-    rgb = torch.from_numpy(np.require(color_part, requirements=["C", "W"])).permute(2, 0, 1).float() * scale  # (3, H, W)
-    spread = (rgb.amax(dim=0) - rgb.amin(dim=0)).max().item()
-    gray = np.ascontiguousarray(to_uint16(rgb_to_gray(rgb)[0].numpy()))
+    weights = [np.float32(weight) for weight in GRAY_WEIGHTS]
+    gray = np.empty((h, w), np.uint16)
+    spreads = []
+    for rows, cols in _tiles(h, w, _SPLIT_TILE):  # float copies of a tile at a time, not of the image
+        rgb = color_part[rows, cols].astype(np.float32) * np.float32(scale)  # (h, w, 3)
+        spreads.append(float((rgb.max(axis=2) - rgb.min(axis=2)).max()))
+        gray[rows, cols] = to_uint16(rgb[..., 0] * weights[0] + rgb[..., 1] * weights[1] + rgb[..., 2] * weights[2])
+    spread = np.max(spreads)  # NaN if any sample is: color then, as a whole-image maximum says
     if spread <= _COLOR_TOLERANCE:
         return Pixels(gray, alpha, dtype, False, given=given)
     return Pixels(gray, alpha, dtype, True, rgb=np.ascontiguousarray(color_part), given=given)
+
+
+_SPLIT_TILE = 1 << 18  # pixels turned to gray at a time
+
+
+def _tiles(h: int, w: int, pixels: int) -> list[tuple[slice, slice]]:
+    """Bands of whole rows of about ``pixels``, or pieces of one row where a row is longer."""
+    step = max(1, pixels // w)
+    width = w if step > 1 or w <= pixels else pixels
+    return [(slice(top, min(h, top + step)), slice(left, min(w, left + width)))
+            for top in range(0, h, step) for left in range(0, w, width)]
 
 
 def as_given_dtype(samples: np.ndarray, pixels: Pixels) -> np.ndarray:
@@ -696,20 +727,37 @@ def join_alpha(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
     return np.concatenate([rgb, alpha[:, :, None].astype(rgb.dtype, copy=False)], axis=2)
 
 
+_CONVERT_CHUNK = 1 << 20  # samples converted at a time: the temporaries stay this small
+
+
+def _chunked(array: np.ndarray, dtype, convert: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``convert(array)`` as a new ``dtype`` array, computed a chunk of samples at a time."""
+    flat = array.reshape(-1)
+    out = np.empty(flat.shape, dtype)
+    for start in range(0, flat.size, _CONVERT_CHUNK):
+        out[start:start + _CONVERT_CHUNK] = convert(flat[start:start + _CONVERT_CHUNK])
+    return out.reshape(array.shape)
+
+
+def _float_to(peak: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Floats in [0, 1] (NaN as 0: float TIFFs may hold it) to levels up to ``peak``, rounded."""
+    return lambda x: np.clip(np.nan_to_num(x), 0.0, 1.0) * peak + 0.5
+
+
 def to_uint8(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.uint8:
         return array
     if array.dtype == np.uint16:
-        return ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    return (np.clip(np.nan_to_num(array), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # float TIFFs may hold NaN
+        return _chunked(array, np.uint8, lambda x: (x.astype(np.uint32) * 255 + 32767) // 65535)
+    return _chunked(array, np.uint8, _float_to(255.0))
 
 
 def to_uint16(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.uint16:
         return array
     if array.dtype == np.uint8:
-        return array.astype(np.uint16) * 257
-    return (np.clip(np.nan_to_num(array), 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
+        return _chunked(array, np.uint16, lambda x: x.astype(np.uint16) * 257)
+    return _chunked(array, np.uint16, _float_to(65535.0))
 
 
 def array_to_pil(array: np.ndarray) -> Image.Image:
@@ -724,15 +772,52 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def _png16(array: np.ndarray, options: dict) -> bytes:
-    """A 16-bit RGB(A) PNG: Pillow cannot write one, and the format is short.
+_PIECE_BYTES = 1 << 22  # raw bytes compressed at a time by the writers below
+
+
+def _pieces(array: np.ndarray, dtype: str, filter_byte: bytes | None = None) -> Iterator[bytes | memoryview]:
+    """The samples of ``(H, W, C)`` ``array`` as 8- or 16-bit ``dtype`` bytes
+    (converted by :func:`to_uint8` or :func:`to_uint16`), row after row, in
+    pieces of about ``_PIECE_BYTES`` (a PNG's filter byte before each row):
+    nothing as large as the image is made, and a row of 10,000,000 pixels is
+    cut into pieces."""
+    h, w, c = array.shape
+    size = np.dtype(dtype).itemsize
+    levels = to_uint16 if size == 2 else to_uint8
+    step = _PIECE_BYTES // max(1, w * c * size)
+    if step >= 2:  # several rows at a time
+        for top in range(0, h, step):
+            block = np.ascontiguousarray(levels(array[top:top + step]), dtype=dtype)
+            block = block.view(np.uint8).reshape(-1, w * c * size)
+            if filter_byte is not None:
+                block = np.concatenate([np.full((len(block), 1), filter_byte[0], np.uint8), block], axis=1)
+            yield memoryview(block).cast("B")
+        return
+    width = max(1, _PIECE_BYTES // size)
+    for top in range(h):
+        row = array[top].reshape(-1)
+        if filter_byte is not None:
+            yield filter_byte
+        for left in range(0, len(row), width):
+            yield memoryview(np.ascontiguousarray(levels(row[left:left + width]), dtype=dtype)).cast("B")
+
+
+def _deflate(pieces: Iterator[bytes | memoryview], level: int = 6) -> bytes:
+    packer = zlib.compressobj(level)
+    out = [packer.compress(piece) for piece in pieces]
+    out.append(packer.flush())
+    return b"".join(out)
+
+
+def _png_raw(array: np.ndarray, bits: int, options: dict) -> bytes:
+    """An 8- or 16-bit RGB(A) PNG (no filtering), compressed piece by piece: for
+    16-bit color, which Pillow cannot write, and for images as thin as a strip,
+    whose very long rows (or very many) Pillow's writer holds several copies of.
 
     The metadata chunks are Pillow's own, taken from a 1 x 1 PNG it writes with ``options``.
     """
     h, w, c = array.shape
-    rows = np.ascontiguousarray(array.astype(">u2")).reshape(h, w * c).view(np.uint8)  # (H, W*C*2)
-    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1)  # filter type 0 per row
-    header = struct.pack(">IIBBBBB", w, h, 16, 6 if c == 4 else 2, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", w, h, bits, 6 if c == 4 else 2, 0, 0, 0)
     ancillary = b""
     if options:
         buffer = io.BytesIO()
@@ -743,11 +828,23 @@ def _png16(array: np.ndarray, options: dict) -> bytes:
             if kind not in (b"IHDR", b"IDAT", b"IEND"):
                 ancillary += data[at:at + 12 + length]
             at += 12 + length
+    idat = _deflate(_pieces(array, ">u2" if bits == 16 else "u1", filter_byte=b"\x00"))
     return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + ancillary
-            + _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + _png_chunk(b"IEND", b""))
+            + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b""))
 
 
-def _tiff(array: np.ndarray, tags: TiffImagePlugin.ImageFileDirectory_v2 | None) -> bytes:
+_STRIP_SIDE, _STRIP_PIXELS = 16, 1 << 20
+
+
+def _is_strip(array: np.ndarray) -> bool:
+    """Thinner than any photo (a side under 16 pixels) and over a megapixel:
+    images for which Pillow's writers cost several times the pixels (row
+    buffers as long as a row, a pointer per row)."""
+    h, w = array.shape[:2]
+    return min(h, w) < _STRIP_SIDE and h * w >= _STRIP_PIXELS
+
+
+def _tiff(array: np.ndarray, bits: int, tags: TiffImagePlugin.ImageFileDirectory_v2 | None) -> bytes:
     """An RGB(A) baseline TIFF in one strip, with the metadata ``tags``: 8 bits
     deflated, 16 bits uncompressed.
 
@@ -756,10 +853,11 @@ def _tiff(array: np.ndarray, tags: TiffImagePlugin.ImageFileDirectory_v2 | None)
     IFD writer here.
     """
     h, w, c = array.shape
-    bits = 8 * array.dtype.itemsize
-    data = np.ascontiguousarray(array.astype("<u2" if bits == 16 else np.uint8)).tobytes()
     if bits == 8:
-        data = zlib.compress(data, 6)
+        data = [_deflate(_pieces(array, "u1"))]
+        length = len(data[0])
+    else:  # joined with the header once, from pieces: no whole-image copy beside the result
+        data, length = _pieces(array, "<u2"), h * w * c * 2
     ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II")
     for tag in tags or ():
         ifd.tagtype[tag] = tags.tagtype[tag]
@@ -768,10 +866,10 @@ def _tiff(array: np.ndarray, tags: TiffImagePlugin.ImageFileDirectory_v2 | None)
         ifd.tagtype[tag] = TiffTags.LONG
     ifd[256], ifd[257], ifd[258], ifd[259], ifd[262] = w, h, (bits,) * c, 8 if bits == 8 else 1, 2
     ifd[273] = 0  # the IFD writer adds where its own data ends: the pixels follow it
-    ifd[277], ifd[278], ifd[279], ifd[284] = c, h, len(data), 1
+    ifd[277], ifd[278], ifd[279], ifd[284] = c, h, length, 1
     if c == 4:
         ifd[338] = 2  # extra sample: unassociated alpha
-    return b"II*\x00" + struct.pack("<I", 8) + ifd.tobytes(8) + data
+    return b"".join([b"II*\x00" + struct.pack("<I", 8) + ifd.tobytes(8), *data])
 
 
 def encode_image(array: np.ndarray, fmt: str, quality: int = 92, metadata: Metadata | None = None,
@@ -802,9 +900,9 @@ def _encode(array: np.ndarray, fmt: str, quality: int, metadata: Metadata | None
     options = _save_options(fmt, metadata, (array.shape[1], array.shape[0]), history)
     deep = fmt in SIXTEEN_BIT_FORMATS and array.dtype != np.uint8
     if fmt == "tiff":
-        return _tiff(to_uint16(array) if deep else to_uint8(array), options.get("tiffinfo"))
-    if deep:
-        return _png16(to_uint16(array), options)
+        return _tiff(array, 16 if deep else 8, options.get("tiffinfo"))
+    if deep or (fmt == "png" and _is_strip(array)):
+        return _png_raw(array, 16 if deep else 8, options)
     image = array_to_pil(array)
     if fmt == "jpg":
         options.update(quality=quality, subsampling=0 if quality >= 90 else 2)

@@ -25,16 +25,16 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
+# Torch-free at import: the onnxruntime path (autocolor.ort_runner) runs the
+# batch machinery here without PyTorch, so torch, the pipeline, hints and video
+# are imported where they are used.
 from autocolor import settings
-from autocolor.color import gray16_to_l
 from autocolor.errors import SetupError, printable
-from autocolor.guide import Hints, Point
 from autocolor.imageio import (
     DEFAULT_MAX_PIXELS,
     INPUT_EXTENSIONS,
@@ -53,9 +53,8 @@ from autocolor.imageio import (
     read_photo,
     split_pixels,
 )
-from autocolor.pipeline import DEFAULT_RENDER_SIZE, colorize_gray, resize, working_size
-from autocolor.settings import VIDEO_EXTENSIONS, check_number
-from autocolor.video import DEFAULT_CRF, colorize_video_jobs, is_video, output_suffix
+from autocolor.ort_runner import onnx_cache_dir  # noqa: F401 - part of this module's API
+from autocolor.settings import DEFAULT_CRF, DEFAULT_RENDER_SIZE, VIDEO_EXTENSIONS, check_number
 
 BACKENDS = ("torch", "onnxruntime")
 BATCH_PIXELS = 4_000_000  # images are batched while their pixels add up to no more than this
@@ -65,12 +64,45 @@ def default_model_dir() -> Path:
     return Path(__file__).parent / "weights" / "default"
 
 
+# The pipeline and video modules import torch: these stand-ins import them when first called.
+
+
+def colorize_gray(*args, **kwargs) -> np.ndarray:
+    """:func:`autocolor.pipeline.colorize_gray`."""
+    from autocolor.pipeline import colorize_gray
+
+    return colorize_gray(*args, **kwargs)
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    """:func:`autocolor.video.is_video`."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def output_suffix(source: str | os.PathLike) -> str:
+    """:func:`autocolor.video.output_suffix`."""
+    from autocolor.video import output_suffix
+
+    return output_suffix(source)
+
+
+def colorize_video_jobs(colorizer, jobs, **kwargs):
+    """:func:`autocolor.video.colorize_video_jobs` (nothing to import for no videos)."""
+    if not jobs:
+        return iter(())
+    from autocolor.video import colorize_video_jobs
+
+    return colorize_video_jobs(colorizer, jobs, **kwargs)
+
+
 def resolve_device(name: str) -> torch.device:
     """``"auto"`` (CUDA, then MPS, then CPU) or a device that exists here.
 
     Raises:
         SetupError: one line saying what is missing and what to pass instead.
     """
+    import torch
+
     from autocolor.distributed import pick_device
 
     try:
@@ -91,56 +123,25 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def onnx_cache_dir() -> Path:
-    """Where exported ONNX graphs are kept: ``$AUTOCOLOR_CACHE``, else the user's
-    cache folder. Model folders are inputs and are never written to."""
-    if os.environ.get("AUTOCOLOR_CACHE"):
-        return Path(os.environ["AUTOCOLOR_CACHE"]) / "onnx"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "autocolor" / "onnx"
-
-
-def _content_key(folder: Path) -> str:
-    """A digest of what decides the exported graph: weights, config and decoding."""
-    import hashlib
-
-    from autocolor.checkpoint import CONFIG_NAME, DECODING_NAME, WEIGHTS_NAME
-
-    digest = hashlib.sha256(b"autocolor-onnx-v1")
-    for name in (WEIGHTS_NAME, CONFIG_NAME, DECODING_NAME):
-        digest.update(name.encode())
-        path = folder / name
-        if path.is_file():
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()[:24]
-
-
 def _onnx_runner(folder: Path, net):
     """An onnxruntime runner for ``net``, from the folder's cached graph when its
-    content key matches, else exported now (and cached where the folder is writable)."""
-    from autocolor.checkpoint import CheckpointError, atomic_write_bytes
+    content key matches, else exported now (and cached where writable)."""
+    from autocolor.checkpoint import CheckpointError
 
     try:
         import onnxruntime  # noqa: F401
 
-        from autocolor.onnx_export import OnnxChromaNet, export_onnx_bytes
+        from autocolor.onnx_export import OnnxChromaNet
+        from autocolor.ort_runner import cached_graph_path, export_to_cache
     except ImportError:
         raise SetupError("--backend onnxruntime needs onnxruntime: pip install 'autocolor[onnx]'") from None
-    cached = onnx_cache_dir() / f"{_content_key(folder)}.onnx"
+    cached = cached_graph_path(folder)
     if cached.is_file():
         try:
             return OnnxChromaNet(cached, net)
         except Exception:  # noqa: BLE001 - a damaged cache is rebuilt below
             cached.unlink(missing_ok=True)
-    try:
-        graph = export_onnx_bytes(net)
-    except ValueError as exc:
-        raise CheckpointError(f"{folder}: {exc}") from None
-    try:
-        atomic_write_bytes(cached, graph)
-    except OSError:
-        pass  # no writable cache: export again next time
+    graph = export_to_cache(folder, cached, net)
     try:
         return OnnxChromaNet(graph, net)
     except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are not RuntimeError
@@ -160,6 +161,8 @@ class Colorizer:
     """
 
     def __init__(self, model, device: str = "cpu", name: str = "model", faces: bool = True) -> None:
+        import torch
+
         self.model = model
         self.device = torch.device(device)
         self.name = name
@@ -217,9 +220,18 @@ class Colorizer:
     ) -> list[np.ndarray]:
         """Colorize same-sized, same-dtype :class:`Pixels`; alpha is reattached."""
         check_colorize_settings(render_size, saturation)
-        gray = np.stack([p.gray for p in batch])  # (B, H, W) uint16
-        rgbs = colorize_gray(self.model, gray, batch[0].dtype, render_size, saturation, hints, faces=self.faces)
-        return [join_alpha(rgb, p.alpha) for rgb, p in zip(rgbs, batch)]
+        gray = batch[0].gray[None] if len(batch) == 1 else np.stack([p.gray for p in batch])  # (B, H, W) uint16
+        alpha = all(p.alpha is not None for p in batch)  # then the color is laid into RGBA directly, not copied
+        rgbs = colorize_gray(self.model, gray, batch[0].dtype, render_size, saturation, hints, faces=self.faces,
+                             channels=4 if alpha else 3)
+        results = []
+        for rgb, p in zip(rgbs, batch):
+            if rgb.shape[-1] == 4:
+                rgb[..., 3] = p.alpha
+                results.append(rgb)
+            else:
+                results.append(join_alpha(rgb, p.alpha))
+        return results
 
     def colorize(
         self,
@@ -268,14 +280,20 @@ class Colorizer:
                 render_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[str, float]]:
         """The model's ``k`` likeliest colors at pixel ``(x, y)`` (column, row):
         ``[("#rrggbb", probability), ...]``, likeliest first, each at that
-        pixel's lightness. Needs a classification head (the default)."""
-        from autocolor.color import gray_tables, lab_to_rgb
+        pixel's lightness. Needs a classification head (the default). ``k`` is
+        an integer from 1 to 1000 (``settings.SUGGESTIONS``), else ``ValueError``."""
+        import torch
+
+        from autocolor.color import gray16_to_l, gray_tables, lab_to_rgb
+        from autocolor.guide import Hints
+        from autocolor.pipeline import resize, working_size
 
         check_colorize_settings(render_size, max_pixels=max_pixels)
+        k = check_number("k", k, settings.SUGGESTIONS)
         _, pixels = self._pixels(img, max_pixels)
         h, w = pixels.gray.shape
         guide = self._hints(hints, None, None, pixels)
-        Hints((Point(x, y, (0, 0, 0)),)).check(h, w)
+        Hints.build([(x, y, (0, 0, 0))]).check(h, w)  # x and y checked as numbers, as hints are
         model = self.model
         if not hasattr(model, "probabilities"):
             raise ValueError(f"{self.name}: only a classification model suggests colors")
@@ -307,6 +325,8 @@ class Colorizer:
 
     @staticmethod
     def _hints(hints, scribble, reference, pixels: Pixels) -> Hints | None:
+        from autocolor.guide import Hints
+
         built = hints if isinstance(hints, Hints) else Hints.build(hints or (), scribble, reference)
         if built.empty:
             return None
@@ -478,33 +498,56 @@ def plan_jobs(
     for text in inputs:
         path = Path(text)
         if path.is_dir():
-            if outdir.exists() and outdir.resolve() == path.resolve():
-                raise ImageError(f"{outdir}: the output folder is the input folder; choose another one "
-                                 "(inputs are never overwritten)")
-            found, trouble = _walk_images(path)
-            problems.extend(trouble)
-            kept = [f for f in found if not _is_within(f, outdir)]
-            inside_output.update(f.resolve() for f in found if _is_within(f, outdir))
-            if found and not kept:
-                reason = (f"all its {len(found)} images lie inside the output folder {outdir}, which is never "
-                          "scanned for inputs; choose an output folder outside it")
-                problems.append((path, reason))
-            pairs.extend((f, f.relative_to(path)) for f in kept)
+            pairs.extend(_folder_pairs(path, outdir, problems, inside_output))
         elif path.is_file():
             pairs.append((path, Path(path.name)))
         elif path.is_symlink():
             problems.append((path, f"a link to {os.readlink(path)}, which does not exist"))
         elif glob.has_magic(text):
-            base = _glob_base(text)
-            matches = sorted(Path(m) for m in glob.glob(text, recursive=True) if Path(m).is_file())
-            if not matches:
-                problems.append((path, "no files match this pattern"))
-            for found_path in matches:
-                if not _is_within(found_path, outdir):
-                    relative = found_path.relative_to(base) if _is_within(found_path, base) else Path(found_path.name)
-                    pairs.append((found_path, relative))
+            pairs.extend(_glob_pairs(text, outdir, problems))
         else:
             problems.append((path, "no such file or folder"))
+    jobs = _jobs_for_pairs(pairs, outdir, fmt, inside_output, problems)
+    return jobs, problems
+
+
+def _folder_pairs(
+    folder: Path, outdir: Path, problems: list[tuple[Path, str]], inside_output: set[Path]
+) -> list[tuple[Path, Path]]:
+    """An input folder's images with their paths relative to it; those inside ``outdir`` go to ``inside_output``."""
+    if outdir.exists() and outdir.resolve() == folder.resolve():
+        raise ImageError(f"{outdir}: the output folder is the input folder; choose another one "
+                         "(inputs are never overwritten)")
+    found, trouble = _walk_images(folder)
+    problems.extend(trouble)
+    kept = [f for f in found if not _is_within(f, outdir)]
+    inside_output.update(f.resolve() for f in found if _is_within(f, outdir))
+    if found and not kept:
+        reason = (f"all its {len(found)} images lie inside the output folder {outdir}, which is never "
+                  "scanned for inputs; choose an output folder outside it")
+        problems.append((folder, reason))
+    return [(f, f.relative_to(folder)) for f in kept]
+
+
+def _glob_pairs(pattern: str, outdir: Path, problems: list[tuple[Path, str]]) -> list[tuple[Path, Path]]:
+    """A glob's files outside ``outdir``, with their paths relative to its part before the first wildcard."""
+    base = _glob_base(pattern)
+    matches = sorted(Path(m) for m in glob.glob(pattern, recursive=True) if Path(m).is_file())
+    if not matches:
+        problems.append((Path(pattern), "no files match this pattern"))
+    pairs = []
+    for found_path in matches:
+        if not _is_within(found_path, outdir):
+            relative = found_path.relative_to(base) if _is_within(found_path, base) else Path(found_path.name)
+            pairs.append((found_path, relative))
+    return pairs
+
+
+def _jobs_for_pairs(
+    pairs: list[tuple[Path, Path]], outdir: Path, fmt: str | None, inside_output: set[Path],
+    problems: list[tuple[Path, str]],
+) -> list[Job]:
+    """One job per (source, relative path); a target that is an input or another job's is a problem."""
     record = read_record(outdir / RECORD_NAME) if inside_output else {}
     ours = {(outdir / key).resolve() for key in record}
     jobs: list[Job] = []
@@ -522,7 +565,7 @@ def plan_jobs(
         else:
             claimed[key] = source
             jobs.append(Job(source, target, out_fmt, outdir))
-    return jobs, problems
+    return jobs
 
 
 def check_colorize_settings(render_size: int | None = None, saturation: float = 1.0, **others) -> None:
@@ -559,12 +602,15 @@ class _Decoded:
         return p.gray.nbytes + (p.alpha.nbytes if p.alpha is not None else 0) + (p.rgb.nbytes if p.rgb is not None else 0)
 
 
-def _decode(job: Job, max_pixels: int, keep_metadata: bool = True) -> _Decoded:
+def _decode(job: Job, max_pixels: int, keep_metadata: bool = True, keep_rgb: bool = True) -> _Decoded:
     started = time.perf_counter()
     try:
         photo = read_photo(job.source, max_pixels)
-        return _Decoded(job, split_pixels(photo.samples), list(photo.notes),
-                        metadata=photo.metadata if keep_metadata else None, started=started)
+        pixels = split_pixels(photo.samples)
+        if not keep_rgb:
+            pixels.rgb = None  # the input's own colors (3-6 bytes a pixel) serve only --keep-color
+        return _Decoded(job, pixels, list(photo.notes), metadata=photo.metadata if keep_metadata else None,
+                        started=started)
     except ImageError as exc:
         return _Decoded(job, error=str(exc), started=started)
     except MemoryError:
@@ -674,150 +720,211 @@ def colorize_files(
     Raises:
         ValueError: a setting out of its bounds (see :mod:`autocolor.settings`).
     """
-    from tqdm import tqdm
-
-    from autocolor.atomic import remove_stale_temporaries
-
     check_colorize_settings(render_size, saturation, quality=quality, batch_size=batch_size, workers=workers,
                             max_pixels=max_pixels)
-    summary = Summary()
-    say = log or (lambda text: tqdm.write(text, file=sys.stderr))
-    bar = None
+    run = _BatchRun(colorizer, render_size=render_size, saturation=saturation, keep_color=keep_color,
+                    max_pixels=max_pixels, quality=quality, batch_size=batch_size, workers=workers, progress=progress,
+                    say=log or _write_above_bar, hints=hints, strip_metadata=strip_metadata, crf=crf)
+    todo = _triage(jobs, overwrite, run.summary, run.fail)
+    _remove_stale_temporaries(todo)
+    start = time.perf_counter()
+    run.run(todo)
+    run.summary.seconds = time.perf_counter() - start
+    return run.summary
 
-    def fail(job: Job, reason: str, started: float | None = None) -> None:
-        summary.failed.append((job.source, reason))
-        seconds = time.perf_counter() - started if started else None
-        summary.files.append(FileResult(str(job.source), str(job.target), "failed", reason, seconds))
-        say(printable(f"{job.source}: {reason}"))
-        if bar is not None:
-            bar.update(1)
 
-    todo = _triage(jobs, overwrite, summary, fail)
+def _write_above_bar(text: str) -> None:
+    """Print a line to stderr above the progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(text, file=sys.stderr)
+
+
+def _remove_stale_temporaries(todo: list[Job]) -> None:
+    """Remove the temporary files that killed runs left in the output folders of ``todo``."""
+    from autocolor.atomic import remove_stale_temporaries
+
     for folder in sorted({job.target.parent for job in todo}):
         remove_stale_temporaries(folder, legacy_names={job.target.name for job in todo if job.target.parent == folder})
-    start = time.perf_counter()
-    bar = tqdm(total=len(todo), unit="img", disable=not progress, dynamic_ncols=True, smoothing=0.1)
-    recorder = _Recorder()
 
-    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="autocolor-io")
-    reads: deque[Future] = deque()
-    writes: deque[tuple[_Decoded, Future, int]] = deque()  # (item, future, bytes of its result)
-    videos = [job for job in todo if job.fmt == "video"]
-    queue = iter([job for job in todo if job.fmt != "video"])
-    lookahead = max(2 * batch_size, 2 * workers)
-    held = {"batch": 0}  # bytes of decoded images taken from `reads` and not yet colorized
 
-    def held_bytes() -> int:
-        ready = sum(f.result().nbytes for f in reads if f.done() and not f.cancelled())
-        return ready + held["batch"] + sum(n for _, _, n in writes)
+@dataclass
+class _BatchRun:
+    """One :func:`colorize_files` run: threads decode ahead of the model and encode behind it,
+    and every outcome is counted in ``summary``."""
 
-    def refill() -> None:
-        # Decode at most `workers` at a time, and stop while the decoded images
-        # waiting (plus results waiting to be encoded) pass the byte budget.
-        while len(reads) < lookahead:
-            if reads and (sum(not f.done() for f in reads) >= max(1, workers) or held_bytes() >= LOOKAHEAD_BYTES):
+    colorizer: Colorizer
+    render_size: int | None
+    saturation: float
+    keep_color: bool
+    max_pixels: int
+    quality: int
+    batch_size: int
+    workers: int
+    progress: bool
+    say: Callable[[str], None]
+    hints: Hints | None
+    strip_metadata: bool
+    crf: int
+    summary: Summary = field(default_factory=Summary)
+    recorder: _Recorder = field(default_factory=_Recorder)
+    bar: object = None  # the progress bar, once the jobs to do are known
+    pool: ThreadPoolExecutor | None = None
+    queue: Iterator[Job] = field(default_factory=lambda: iter(()))  # photos not yet submitted for decoding
+    reads: deque[Future] = field(default_factory=deque)  # decodes submitted, in order
+    writes: deque[tuple[_Decoded, Future, int]] = field(default_factory=deque)  # (item, future, bytes of its result)
+    held: int = 0  # bytes of decoded images taken from `reads` and not yet colorized
+
+    def run(self, todo: list[Job]) -> None:
+        """The photos, then the videos one at a time; Ctrl-C stops with ``summary.interrupted`` set."""
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=len(todo), unit="img", disable=not self.progress, dynamic_ncols=True, smoothing=0.1)
+        self.pool = ThreadPoolExecutor(max(1, self.workers), thread_name_prefix="autocolor-io")
+        videos = [job for job in todo if job.fmt == "video"]
+        photos = [job for job in todo if job.fmt != "video"]
+        try:
+            self.photos(photos)
+            self.videos(videos)
+        except KeyboardInterrupt:
+            self.interrupt()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.bar.close()
+
+    def fail(self, job: Job, reason: str, started: float | None = None) -> None:
+        """Count one file's failure and say ``path: reason``."""
+        self.summary.failed.append((job.source, reason))
+        seconds = time.perf_counter() - started if started else None
+        self.summary.files.append(FileResult(str(job.source), str(job.target), "failed", reason, seconds))
+        self.say(printable(f"{job.source}: {reason}"))
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def count_done(self, job: Job, seconds: float | None) -> None:
+        """Count one output written."""
+        self.summary.done += 1
+        self.summary.files.append(FileResult(str(job.source), str(job.target), "done", None, seconds))
+
+    def held_bytes(self) -> int:
+        """Bytes of decoded images waiting for the model and of results waiting to be encoded."""
+        ready = sum(f.result().nbytes for f in self.reads if f.done() and not f.cancelled())
+        return ready + self.held + sum(n for _, _, n in self.writes)
+
+    def refill(self) -> None:
+        """Submit decodes: at most ``workers`` at a time, none while the bytes waiting pass the budget."""
+        while len(self.reads) < max(2 * self.batch_size, 2 * self.workers):
+            if self.reads and (sum(not f.done() for f in self.reads) >= max(1, self.workers)
+                               or self.held_bytes() >= LOOKAHEAD_BYTES):
                 return
-            job = next(queue, None)
+            job = next(self.queue, None)
             if job is None:
                 return
-            reads.append(pool.submit(_decode, job, max_pixels, not strip_metadata))
+            self.reads.append(self.pool.submit(_decode, job, self.max_pixels, not self.strip_metadata, self.keep_color))
 
-    def settle_writes(keep: int) -> None:
-        while len(writes) > keep or (writes and sum(n for _, _, n in writes) > LOOKAHEAD_BYTES):
-            item, future, _ = writes.popleft()
+    def settle_writes(self, keep: int) -> None:
+        """Wait for the oldest encodes until ``keep`` at most (and under the byte budget) are under way."""
+        while len(self.writes) > keep or (self.writes and sum(n for _, _, n in self.writes) > LOOKAHEAD_BYTES):
+            item, future, _ = self.writes.popleft()
             try:
                 future.result()
             except ImageError as exc:
-                fail(item.job, str(exc), item.started)
+                self.fail(item.job, str(exc), item.started)
             except Exception as exc:  # noqa: BLE001 - a per-file problem must never end the batch
-                fail(item.job, f"cannot encode ({type(exc).__name__}: {_one_line(exc)})", item.started)
+                self.fail(item.job, f"cannot encode ({type(exc).__name__}: {_one_line(exc)})", item.started)
             else:
-                summary.done += 1
-                summary.files.append(FileResult(str(item.job.source), str(item.job.target), "done", None,
-                                                time.perf_counter() - item.started))
-                bar.update(1)
+                self.count_done(item.job, time.perf_counter() - item.started)
+                self.bar.update(1)
 
-    def write(item: _Decoded, rgb: np.ndarray, kept: bool = False) -> None:
-        future = pool.submit(_encode, item.job, rgb, quality, recorder, item.metadata, kept)
-        writes.append((item, future, rgb.nbytes))
+    def write(self, item: _Decoded, rgb: np.ndarray, kept: bool = False) -> None:
+        """Submit the encoding and writing of one output."""
+        future = self.pool.submit(_encode, item.job, rgb, self.quality, self.recorder, item.metadata, kept)
+        self.writes.append((item, future, rgb.nbytes))
 
-    def usable(item: _Decoded) -> bool:
+    def usable(self, item: _Decoded) -> bool:
+        """Whether a decoded item can be colorized; say its notes, or fail it."""
         if item.error is not None:
-            fail(item.job, item.error, item.started)
+            self.fail(item.job, item.error, item.started)
             return False
         for note in item.notes:
-            say(printable(f"{item.job.source}: {note}"))
+            self.say(printable(f"{item.job.source}: {note}"))
         if item.pixels.color:
-            summary.converted += 1
-            if summary.converted == 1 and not keep_color:
-                say(printable(f"{item.job.source}: in color; colorizing its gray version (--keep-color leaves "
-                              "color images as they are; further color inputs are counted, not listed)"))
+            self.summary.converted += 1
+            if self.summary.converted == 1 and not self.keep_color:
+                self.say(printable(f"{item.job.source}: in color; colorizing its gray version (--keep-color leaves "
+                                   "color images as they are; further color inputs are counted, not listed)"))
         return True
 
-    try:
+    def photos(self, jobs: list[Job]) -> None:
+        """Decode, colorize in batches and encode the photos ``jobs``."""
+        self.queue = iter(jobs)
         carry: _Decoded | None = None
-        refill()
-        while carry is not None or reads:
-            batch: list[_Decoded] = []
-            if carry is not None:
-                batch.append(carry)
-                carry = None
-            while reads and len(batch) < batch_size:
-                item = reads.popleft().result()
-                if not usable(item):
-                    refill()
-                    continue
-                if keep_color and item.pixels.color:
-                    write(item, join_alpha(item.pixels.rgb, item.pixels.alpha), kept=True)
-                    refill()
-                    continue
-                if batch and not _batchable(batch, item):
-                    carry = item
-                    held["batch"] += item.nbytes
-                    break
-                batch.append(item)
-                held["batch"] += item.nbytes
-                refill()
+        self.refill()
+        while carry is not None or self.reads:
+            batch, carry = self.next_batch(carry)
             if not batch:
-                refill()
+                self.refill()
                 continue
-            try:
-                results = colorizer.colorize_pixels([b.pixels for b in batch], render_size, saturation, hints)
-            except Exception as exc:  # noqa: BLE001 - onnxruntime's errors, MemoryError, ...: this batch only
-                results = None
-                for item in batch:
-                    fail(item.job, f"colorizing failed ({type(exc).__name__}: {_one_line(exc)})", item.started)
-            held["batch"] = carry.nbytes if carry is not None else 0
-            for item, rgb in zip(batch, results or ()):
-                write(item, rgb)
-            batch.clear()
-            settle_writes(keep=2 * max(1, workers))
-            refill()
-        settle_writes(keep=0)
-        for job, error in colorize_video_jobs(colorizer, videos, render_size=render_size, saturation=saturation,
-                                              crf=crf, progress=progress, hints=hints):
+            self.colorize_batch(batch, carry)
+            self.settle_writes(keep=2 * max(1, self.workers))
+            self.refill()
+        self.settle_writes(keep=0)
+
+    def next_batch(self, carry: _Decoded | None) -> tuple[list[_Decoded], _Decoded | None]:
+        """Decoded images of one size and type for one batch, from ``carry`` on, and the first
+        that did not fit (carried to the next batch); kept color inputs go straight to the encoders."""
+        batch: list[_Decoded] = [] if carry is None else [carry]
+        while self.reads and len(batch) < self.batch_size:
+            item = self.reads.popleft().result()
+            if not self.usable(item):
+                self.refill()
+                continue
+            if self.keep_color and item.pixels.color:
+                self.write(item, join_alpha(item.pixels.rgb, item.pixels.alpha), kept=True)
+                self.refill()
+                continue
+            if batch and not _batchable(batch, item):
+                self.held += item.nbytes
+                return batch, item
+            batch.append(item)
+            self.held += item.nbytes
+            self.refill()
+        return batch, None
+
+    def colorize_batch(self, batch: list[_Decoded], carry: _Decoded | None) -> None:
+        """Colorize one batch and submit its outputs; any error fails this batch only."""
+        try:
+            results = self.colorizer.colorize_pixels([b.pixels for b in batch], self.render_size, self.saturation,
+                                                     self.hints)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's errors, MemoryError, ...: this batch only
+            results = None
+            for item in batch:
+                self.fail(item.job, f"colorizing failed ({type(exc).__name__}: {_one_line(exc)})", item.started)
+        self.held = carry.nbytes if carry is not None else 0
+        for item, rgb in zip(batch, results or ()):
+            self.write(item, rgb)
+
+    def videos(self, jobs: list[Job]) -> None:
+        """Colorize the videos ``jobs`` one at a time, each recorded once it has its name."""
+        for job, error in colorize_video_jobs(self.colorizer, jobs, render_size=self.render_size,
+                                              saturation=self.saturation, crf=self.crf, progress=self.progress,
+                                              hints=self.hints):
             if error is not None:
-                fail(job, error)
+                self.fail(job, error)
                 continue
-            recorder(job, job.target)  # after the rename: a crash just before leaves an unrecorded file, reported
-            summary.done += 1
-            summary.files.append(FileResult(str(job.source), str(job.target), "done", None, None))
-            bar.update(1)
-    except KeyboardInterrupt:
-        summary.interrupted = True
-        for future in reads:
+            self.recorder(job, job.target)  # after the rename: a crash just before leaves an unrecorded file, reported
+            self.count_done(job, None)
+            self.bar.update(1)
+
+    def interrupt(self) -> None:
+        """After Ctrl-C: cancel the decodes, let the encodes under way finish whole and count them."""
+        self.summary.interrupted = True
+        for future in self.reads:
             future.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)  # writes under way finish whole
-        for item, future, _ in writes:
+        self.pool.shutdown(wait=True, cancel_futures=True)  # writes under way finish whole
+        for item, future, _ in self.writes:
             if future.done() and not future.cancelled() and future.exception() is None:
-                summary.done += 1
-                summary.files.append(FileResult(str(item.job.source), str(item.job.target), "done", None,
-                                                time.perf_counter() - item.started))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
-    summary.seconds = time.perf_counter() - start
-    return summary
+                self.count_done(item.job, time.perf_counter() - item.started)
 
 
 def _batchable(batch: list[_Decoded], item: _Decoded) -> bool:

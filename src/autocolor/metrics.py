@@ -113,26 +113,45 @@ def ciede2000(lab1: torch.Tensor, lab2: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"lab1 and lab2 shapes differ: {tuple(lab1.shape)} vs {tuple(lab2.shape)}")
     l1, a1, b1 = lab1.unbind(dim=-3)
     l2, a2, b2 = lab2.unbind(dim=-3)
-    pow25_7 = 25.0**7
+    c1p, c2p, h1p, h2p = _prime_chroma_hue(a1, b1, a2, b2)
+    chromatic = (c1p * c2p) != 0  # hue is undefined when either color is neutral
+    d_l, d_c, d_h = _differences(l1, l2, c1p, c2p, h1p, h2p, chromatic)
+    s_l, s_c, s_h, r_t = _weights(0.5 * (l1 + l2), 0.5 * (c1p + c2p), _mean_hue(h1p, h2p, chromatic))
+    term_l, term_c, term_h = d_l / s_l, d_c / s_c, d_h / s_h
+    return _safe_sqrt(term_l**2 + term_c**2 + term_h**2 + r_t * term_c * term_h)
 
-    # Stretch a* for near-neutral colors so that their hue behaves (the G factor).
+
+_POW25_7 = 25.0**7
+
+
+def _prime_chroma_hue(
+    a1: torch.Tensor, b1: torch.Tensor, a2: torch.Tensor, b2: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """C' and h' (degrees) of both colors, a* stretched for near-neutral colors so that their hue behaves (G)."""
     c_mean = 0.5 * (_safe_sqrt(a1 * a1 + b1 * b1) + _safe_sqrt(a2 * a2 + b2 * b2))
     c_mean7 = c_mean**7
-    g = 0.5 * (1.0 - _safe_sqrt(c_mean7 / (c_mean7 + pow25_7)))
+    g = 0.5 * (1.0 - _safe_sqrt(c_mean7 / (c_mean7 + _POW25_7)))
     a1p, a2p = (1.0 + g) * a1, (1.0 + g) * a2
     c1p, c2p = _safe_sqrt(a1p * a1p + b1 * b1), _safe_sqrt(a2p * a2p + b2 * b2)
-    h1p, h2p = _hue_degrees(b1, a1p), _hue_degrees(b2, a2p)
+    return c1p, c2p, _hue_degrees(b1, a1p), _hue_degrees(b2, a2p)
 
-    chromatic = (c1p * c2p) != 0  # hue is undefined when either color is neutral
+
+def _differences(
+    l1: torch.Tensor, l2: torch.Tensor, c1p: torch.Tensor, c2p: torch.Tensor, h1p: torch.Tensor,
+    h2p: torch.Tensor, chromatic: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Delta L', delta C' and delta H', the hue difference taken across the 0/360 wrap."""
     dh = h2p - h1p
     dh = torch.where(dh > 180.0, dh - 360.0, torch.where(dh < -180.0, dh + 360.0, dh))
     dh = torch.where(chromatic, dh, torch.zeros_like(dh))
     d_l = l2 - l1
     d_c = c2p - c1p
     d_h = 2.0 * _safe_sqrt(c1p * c2p) * torch.sin(torch.deg2rad(dh) / 2.0)
+    return d_l, d_c, d_h
 
-    l_bar = 0.5 * (l1 + l2)
-    c_bar = 0.5 * (c1p + c2p)
+
+def _mean_hue(h1p: torch.Tensor, h2p: torch.Tensor, chromatic: torch.Tensor) -> torch.Tensor:
+    """Mean hue h-bar': shifted by 180 for hues more than 180 apart; the sum where either color is neutral."""
     h_sum = h1p + h2p
     far_apart = (h1p - h2p).abs() > 180.0
     h_bar = torch.where(
@@ -140,8 +159,13 @@ def ciede2000(lab1: torch.Tensor, lab2: torch.Tensor) -> torch.Tensor:
         torch.where(h_sum < 360.0, (h_sum + 360.0) / 2.0, (h_sum - 360.0) / 2.0),
         h_sum / 2.0,
     )
-    h_bar = torch.where(chromatic, h_bar, h_sum)
+    return torch.where(chromatic, h_bar, h_sum)
 
+
+def _weights(
+    l_bar: torch.Tensor, c_bar: torch.Tensor, h_bar: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The weighting functions S_L, S_C, S_H and the rotation term R_T at the mean color."""
     rad = torch.deg2rad
     t = (
         1.0
@@ -152,15 +176,13 @@ def ciede2000(lab1: torch.Tensor, lab2: torch.Tensor) -> torch.Tensor:
     )
     d_theta = 30.0 * torch.exp(-(((h_bar - 275.0) / 25.0) ** 2))
     c_bar7 = c_bar**7
-    r_c = 2.0 * _safe_sqrt(c_bar7 / (c_bar7 + pow25_7))
+    r_c = 2.0 * _safe_sqrt(c_bar7 / (c_bar7 + _POW25_7))
     l_off = (l_bar - 50.0) ** 2
     s_l = 1.0 + 0.015 * l_off / torch.sqrt(20.0 + l_off)
     s_c = 1.0 + 0.045 * c_bar
     s_h = 1.0 + 0.015 * c_bar * t
     r_t = -torch.sin(rad(2.0 * d_theta)) * r_c
-
-    term_l, term_c, term_h = d_l / s_l, d_c / s_c, d_h / s_h
-    return _safe_sqrt(term_l**2 + term_c**2 + term_h**2 + r_t * term_c * term_h)
+    return s_l, s_c, s_h, r_t
 
 
 def mean_ciede2000(rgb_pred: torch.Tensor, rgb_true: torch.Tensor) -> torch.Tensor:

@@ -142,6 +142,7 @@ class OnnxChromaNet:
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.stride = model.stride
         self.guided = model.guided
+        self.spread_reach = model.spread_reach
         self.bins = model.bins
         self.decoding = model.decoding
 

@@ -63,6 +63,7 @@ from autocolor.errors import AutocolorError
 
 __all__ = [
     "BACKGROUND",
+    "CUTOUT_MARGIN",
     "DEFAULT_CACHE_DIR",
     "MANIFEST_COLUMNS",
     "SCENE_CATEGORIES",
@@ -81,6 +82,8 @@ __all__ = [
     "prepare_photo",
     "read_eet",
     "read_rcc",
+    "save_jpeg",
+    "write_manifest",
 ]
 
 log = logging.getLogger(__name__)
@@ -143,7 +146,8 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 ALPHA_MODES = ("bbox", "opaque_rows", "flatten")
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]*")
 _JPEG_QUALITY = 95
-_CUTOUT_MARGIN = 0.06  # margin around a cut-out's bounding box, fraction of its longest side
+CUTOUT_MARGIN = 0.06
+"""Margin around a cut-out's opaque bounding box, as a fraction of its longest side."""
 
 
 class PhotoCorpusError(AutocolorError, RuntimeError):
@@ -246,65 +250,14 @@ def load_sources(path: Path | None = None) -> list[PhotoSource]:
             output file.
     """
     path = Path(path) if path is not None else default_sources_path()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise PhotoCorpusError(f"cannot read photo list {path}: {exc}") from exc
-    items = data.get("photos") if isinstance(data, dict) else data
-    if not isinstance(items, list):
-        raise PhotoCorpusError(f"photo list {path} has no 'photos' list")
-
+    items = _read_entries(path)
     sources: list[PhotoSource] = []
     seen_paths: set[tuple[str, str, str]] = set()
     seen_out: set[str] = set()
     for i, item in enumerate(items):
         where = f"{path.name} entry {i}"
-        if not isinstance(item, dict):
-            raise PhotoCorpusError(f"{where}: not an object")
-        missing = [k for k in ("package", "path", "category", "split", "license") if not item.get(k)]
-        if missing:
-            raise PhotoCorpusError(f"{where}: missing field(s) {', '.join(missing)}")
-        member = str(item["path"]).lstrip("/")
-        inner = str(item.get("member") or "").lstrip(":/")
-        name = item.get("name") or _slug(Path(inner or member).stem)
-        default_group = f"{item['package']}:{member}" + (f":{inner}" if inner else "")
-        category = str(item["category"])
-        scene_category = str(item.get("scene_category") or _SCENE_OF_FINE.get(category, ""))
-        if scene_category not in SCENE_CATEGORIES:
-            raise PhotoCorpusError(
-                f"{where}: scene_category {scene_category or '(none)'!r} is not one of {', '.join(SCENE_CATEGORIES)}"
-                f" (set it for category {category!r})"
-            )
-        people = item.get("people", False)
-        if not isinstance(people, bool):
-            raise PhotoCorpusError(f"{where}: people must be true or false, not {people!r}")
-        rotate = item.get("rotate", 0)
-        if rotate not in (0, 90, 180, 270):
-            raise PhotoCorpusError(f"{where}: rotate must be 0, 90, 180 or 270, not {rotate!r}")
-        src = PhotoSource(
-            package=str(item["package"]),
-            path=member,
-            category=category,
-            split=str(item["split"]),
-            name=str(name),
-            license=str(item["license"]),
-            copyright=str(item.get("copyright", "")),
-            group=str(item.get("group") or default_group),
-            alpha=str(item.get("alpha") or "bbox"),
-            member=inner,
-            scene_category=scene_category,
-            people=people,
-            rotate=rotate,
-        )
-        if src.split not in SPLITS:
-            raise PhotoCorpusError(f"{where}: split {src.split!r} is not one of {', '.join(SPLITS)}")
-        for field, value in (("category", src.category), ("name", src.name)):
-            if not _SLUG.fullmatch(value):
-                raise PhotoCorpusError(f"{where}: {field} {value!r} must match [a-z0-9][a-z0-9-]*")
-        if src.alpha not in ALPHA_MODES:
-            raise PhotoCorpusError(f"{where}: alpha {src.alpha!r} is not one of {', '.join(ALPHA_MODES)}")
-        if ".." in member.split("/") or ".." in inner.split("/"):
-            raise PhotoCorpusError(f"{where}: path {member!r} / member {inner!r} must not contain '..'")
+        src = _source_of_entry(item, where)
+        _check_source(src, where)
         key = (src.package, src.path, src.member)
         if key in seen_paths:
             raise PhotoCorpusError(f"{where}: {src.package}:{src.original_path} is listed twice")
@@ -314,6 +267,72 @@ def load_sources(path: Path | None = None) -> list[PhotoSource]:
         seen_out.add(src.relpath)
         sources.append(src)
     return sources
+
+
+def _read_entries(path: Path) -> list:
+    """The list of entries of a photo list file (a JSON list, or an object's ``"photos"``)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PhotoCorpusError(f"cannot read photo list {path}: {exc}") from exc
+    items = data.get("photos") if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise PhotoCorpusError(f"photo list {path} has no 'photos' list")
+    return items
+
+
+def _source_of_entry(item: object, where: str) -> PhotoSource:
+    """One entry as a :class:`PhotoSource`, its defaults filled in (see :func:`load_sources`)."""
+    if not isinstance(item, dict):
+        raise PhotoCorpusError(f"{where}: not an object")
+    missing = [k for k in ("package", "path", "category", "split", "license") if not item.get(k)]
+    if missing:
+        raise PhotoCorpusError(f"{where}: missing field(s) {', '.join(missing)}")
+    member = str(item["path"]).lstrip("/")
+    inner = str(item.get("member") or "").lstrip(":/")
+    name = item.get("name") or _slug(Path(inner or member).stem)
+    default_group = f"{item['package']}:{member}" + (f":{inner}" if inner else "")
+    category = str(item["category"])
+    scene_category = str(item.get("scene_category") or _SCENE_OF_FINE.get(category, ""))
+    if scene_category not in SCENE_CATEGORIES:
+        raise PhotoCorpusError(
+            f"{where}: scene_category {scene_category or '(none)'!r} is not one of {', '.join(SCENE_CATEGORIES)}"
+            f" (set it for category {category!r})"
+        )
+    people = item.get("people", False)
+    if not isinstance(people, bool):
+        raise PhotoCorpusError(f"{where}: people must be true or false, not {people!r}")
+    rotate = item.get("rotate", 0)
+    if rotate not in (0, 90, 180, 270):
+        raise PhotoCorpusError(f"{where}: rotate must be 0, 90, 180 or 270, not {rotate!r}")
+    return PhotoSource(
+        package=str(item["package"]),
+        path=member,
+        category=category,
+        split=str(item["split"]),
+        name=str(name),
+        license=str(item["license"]),
+        copyright=str(item.get("copyright", "")),
+        group=str(item.get("group") or default_group),
+        alpha=str(item.get("alpha") or "bbox"),
+        member=inner,
+        scene_category=scene_category,
+        people=people,
+        rotate=rotate,
+    )
+
+
+def _check_source(src: PhotoSource, where: str) -> None:
+    """Refuse a source whose split, category, name, alpha mode or path is invalid."""
+    if src.split not in SPLITS:
+        raise PhotoCorpusError(f"{where}: split {src.split!r} is not one of {', '.join(SPLITS)}")
+    for field, value in (("category", src.category), ("name", src.name)):
+        if not _SLUG.fullmatch(value):
+            raise PhotoCorpusError(f"{where}: {field} {value!r} must match [a-z0-9][a-z0-9-]*")
+    if src.alpha not in ALPHA_MODES:
+        raise PhotoCorpusError(f"{where}: alpha {src.alpha!r} is not one of {', '.join(ALPHA_MODES)}")
+    if ".." in src.path.split("/") or ".." in src.member.split("/"):
+        raise PhotoCorpusError(f"{where}: path {src.path!r} / member {src.member!r} must not contain '..'")
 
 
 def _slug(text: str) -> str:
@@ -637,7 +656,7 @@ def _composite(im: Image.Image, alpha: str, background: tuple[int, int, int]) ->
     if alpha == "bbox":
         box = a.point(lambda v: 255 if v > 8 else 0).getbbox() or (0, 0, *im.size)
         im = im.crop(box)
-        margin = round(_CUTOUT_MARGIN * max(im.size))
+        margin = round(CUTOUT_MARGIN * max(im.size))
         canvas = Image.new("RGBA", (im.width + 2 * margin, im.height + 2 * margin), (*background, 255))
         canvas.alpha_composite(im, (margin, margin))
         return canvas.convert("RGB")
@@ -659,7 +678,8 @@ def _composite(im: Image.Image, alpha: str, background: tuple[int, int, int]) ->
     return canvas.convert("RGB")
 
 
-def _save_jpeg_atomic(im: Image.Image, dest: Path, quality: int = _JPEG_QUALITY) -> None:
+def save_jpeg(im: Image.Image, dest: Path, quality: int = _JPEG_QUALITY) -> None:
+    """Write ``im`` as a corpus JPEG through the package's atomic writer (0644, fsynced)."""
     with atomic_open(dest) as fh:
         im.save(fh, format="JPEG", quality=quality, optimize=True)
 
@@ -677,7 +697,8 @@ def _read_manifest(path: Path) -> dict[str, dict[str, str]]:
         return {}
 
 
-def _write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
+def write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
+    """Write ``manifest.csv`` atomically: :data:`MANIFEST_COLUMNS`, rows by split then file."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
     writer.writeheader()
@@ -761,58 +782,82 @@ def build_photo_corpus(
     by_package: dict[str, list[PhotoSource]] = {}
     for src in entries:
         by_package.setdefault(src.package, []).append(src)
-
     for package, items in by_package.items():
-        todo: list[PhotoSource] = []
-        for src in items:
-            old = old_rows.get(src.relpath)
-            if (out_dir / src.relpath).is_file() and old is not None and old.get("package_version"):
-                rows.append(_row(src, old["package_version"], int(old["width"]), int(old["height"])))
-            else:
-                todo.append(src)
+        kept, todo = _built_and_todo(items, old_rows, out_dir)
+        rows.extend(kept)
         if not todo:
             log.info("%s: all %d photos present", package, len(items))
             continue
+        rows.extend(_build_package(package, todo, out_dir, cache_dir, max_side, strict, workers))
+    _remove_dropped(out_dir, old_rows, {r["file"] for r in rows} | {s.relpath for s in entries})
+    write_manifest(manifest_path, rows)
+    return out_dir
 
-        deb = download_deb(package, cache_dir)
-        version = deb_version(deb)
-        log.info("%s %s: converting %d photos", package, version, len(todo))
-        with tempfile.TemporaryDirectory(prefix="autocolor-deb-") as tmp:
-            root = Path(tmp)
-            missing = set(extract_deb(deb, root, sorted({s.path for s in todo})))
-            for src in todo:
-                if src.path in missing:
-                    _problem(f"{src.path} is not in Debian package {package!r} ({deb.name}); skipped", strict)
-            present = [s for s in todo if s.path not in missing]
-            present = _unpack_members(present, root, package, strict)
 
-            def convert(src: PhotoSource) -> dict[str, str] | None:
-                dest = out_dir / src.relpath
-                try:
-                    if dest.is_file():  # written earlier but not in the manifest
-                        with Image.open(dest) as done:
-                            size = done.size
-                    else:
-                        im = prepare_photo(_local_path(root, src), max_side=max_side, alpha=src.alpha, rotate=src.rotate)
-                        _save_jpeg_atomic(im, dest)
-                        size = im.size
-                except (OSError, ValueError) as exc:
-                    _problem(f"cannot convert {src.original_path} from Debian package {package!r}: {exc}", strict)
-                    return None
-                return _row(src, version, *size)
+def _built_and_todo(
+    items: list[PhotoSource], old_rows: dict[str, dict[str, str]], out_dir: Path
+) -> tuple[list[dict[str, str]], list[PhotoSource]]:
+    """The manifest rows of photos already built (file and versioned row present), and the photos to build."""
+    rows: list[dict[str, str]] = []
+    todo: list[PhotoSource] = []
+    for src in items:
+        old = old_rows.get(src.relpath)
+        if (out_dir / src.relpath).is_file() and old is not None and old.get("package_version"):
+            rows.append(_row(src, old["package_version"], int(old["width"]), int(old["height"])))
+        else:
+            todo.append(src)
+    return rows, todo
 
-            with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
-                rows.extend(r for r in pool.map(convert, present) if r is not None)
 
-    # Drop outputs of photos that an earlier list had but the current one lacks.
-    current = {r["file"] for r in rows} | {s.relpath for s in entries}
+def _build_package(
+    package: str, todo: list[PhotoSource], out_dir: Path, cache_dir: Path, max_side: int, strict: bool,
+    workers: int | None,
+) -> list[dict[str, str]]:
+    """Download one package, extract the photos ``todo`` names and convert them; their manifest rows."""
+    deb = download_deb(package, cache_dir)
+    version = deb_version(deb)
+    log.info("%s %s: converting %d photos", package, version, len(todo))
+    with tempfile.TemporaryDirectory(prefix="autocolor-deb-") as tmp:
+        root = Path(tmp)
+        missing = set(extract_deb(deb, root, sorted({s.path for s in todo})))
+        for src in todo:
+            if src.path in missing:
+                _problem(f"{src.path} is not in Debian package {package!r} ({deb.name}); skipped", strict)
+        present = [s for s in todo if s.path not in missing]
+        present = _unpack_members(present, root, package, strict)
+
+        def convert(src: PhotoSource) -> dict[str, str] | None:
+            return _convert_photo(src, root, out_dir, package, version, max_side, strict)
+
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
+            return [r for r in pool.map(convert, present) if r is not None]
+
+
+def _convert_photo(
+    src: PhotoSource, root: Path, out_dir: Path, package: str, version: str, max_side: int, strict: bool
+) -> dict[str, str] | None:
+    """Write one extracted photo as a corpus JPEG (unless already there); its manifest row, or None."""
+    dest = out_dir / src.relpath
+    try:
+        if dest.is_file():  # written earlier but not in the manifest
+            with Image.open(dest) as done:
+                size = done.size
+        else:
+            im = prepare_photo(_local_path(root, src), max_side=max_side, alpha=src.alpha, rotate=src.rotate)
+            save_jpeg(im, dest)
+            size = im.size
+    except (OSError, ValueError) as exc:
+        _problem(f"cannot convert {src.original_path} from Debian package {package!r}: {exc}", strict)
+        return None
+    return _row(src, version, *size)
+
+
+def _remove_dropped(out_dir: Path, old_rows: dict[str, dict[str, str]], current: set[str]) -> None:
+    """Delete the outputs of photos that an earlier list had but the current one lacks."""
     for stale in set(old_rows) - current:
         target = out_dir / stale
         if target.parent.name in SPLITS and target.parent.parent == out_dir:
             target.unlink(missing_ok=True)
-
-    _write_manifest(manifest_path, rows)
-    return out_dir
 
 
 _MEMBERS_DIR = ".members"  # below the extraction root: archive members written as files

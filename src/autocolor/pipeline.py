@@ -26,6 +26,10 @@ from autocolor.guide import Guide, Hints, refine_with_hints
 from autocolor.quantize import Decoding
 
 DEFAULT_RENDER_SIZE = 256
+STRIP_SIDE = 16  # images thinner than this are strips, never photos
+# The face detector finds nothing under 24 px; asking it about a strip 1 px high costs
+# OpenCV's shrinking tables for its whole length (200 MB for 36,000,000 px).
+FACE_MIN_SIDE = 24
 REFINE_STRIDE = 2  # hint corrections are solved at half the working size: finer than the model's 1/4, still fast
 
 
@@ -46,9 +50,22 @@ def working_size(h: int, w: int, render_size: int, multiple: int = 16) -> tuple[
 
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Antialiased bilinear resize of ``(B, C, H, W)`` to ``size``."""
+    """Antialiased bilinear resize of ``(B, C, H, W)`` to ``size``.
+
+    A strip (a side under ``STRIP_SIDE``) is box-averaged first to no more than
+    4 times ``size``: torch's antialiasing weights take 8 bytes per input pixel
+    along an axis, as much as a 1-pixel strip's own floats twice over.
+    """
     if tuple(x.shape[-2:]) == tuple(size):
         return x
+    if min(x.shape[-2:]) < STRIP_SIDE:
+        kernel = (max(1, x.shape[-2] // (4 * size[0])), max(1, x.shape[-1] // (4 * size[1])))
+        if kernel != (1, 1):
+            x = F.avg_pool2d(x, kernel, ceil_mode=True)  # a short last window averages what it holds
+    if size[1] > x.shape[-1] and size[0] < x.shape[-2]:
+        # Torch resizes the width first: a tall strip (10,000,000 x 1 to 4096 x 16) would pass
+        # through 10,000,000 x 16 floats. Its height goes first instead (photos never get here).
+        x = F.interpolate(x, size=(size[0], x.shape[-1]), mode="bilinear", align_corners=False, antialias=True)
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
@@ -81,7 +98,7 @@ def predict_chroma(
     if isinstance(hints, Guide):  # already laid out at the working size (evaluation's simulated users)
         guide = hints
     elif hints is not None and not hints.empty:
-        guide = hints.guide(l_work, (h, w), model.bins)
+        guide = hints.guide(l_work, (h, w), model.bins, model.spread_reach)
     if guide is not None:
         if not model.guided:
             raise ValueError("this model takes no color hints; use a guided model (the default) or 'levin'")
@@ -93,7 +110,7 @@ def predict_chroma(
     ab = model.predict_ab(l_work.to(_device_of(model)), guide, decoding).float().cpu()
     if pointed and decoding.refine_hints and not model.exact_hints:
         ab = refine_with_hints(ab, l_work, guide.to("cpu"), decoding.hint_decay, shared=True, stride=REFINE_STRIDE)
-    if faces and not model.exact_hints:
+    if faces and not model.exact_hints and min(h, w) >= FACE_MIN_SIDE:
         skin = face_guide(lightness, size)
         if skin is not None:
             ab = refine_with_hints(ab, l_work.cpu(), skin, FACE_DECAY)
@@ -134,15 +151,17 @@ def colorize_gray(
     hints: Hints | None = None,
     decoding: Decoding | None = None,
     faces: bool = False,
+    channels: int = 3,
 ) -> np.ndarray:
     """Colorize ``(B, H, W)`` uint16 gray into ``(B, H, W, 3)`` samples of ``dtype``
-    (uint8, uint16 or float32 in [0, 1])."""
+    (uint8, uint16 or float32 in [0, 1]); with ``channels=4`` chroma models leave
+    a fourth channel for the caller's alpha (RGB models give 3 channels always)."""
     if model.predicts == "rgb":
         if hints is not None and not hints.empty:
             raise ValueError("RGB models take no color hints")
         return _colorize_rgb_model(model, gray, dtype, render_size, saturation)
     ab = predict_chroma(model, gray16_to_l(gray), render_size, hints, decoding, faces)
-    return merge_gray_ab(gray, ab * saturation, dtype)
+    return merge_gray_ab(gray, ab * saturation, dtype, channels)
 
 
 def to_gray16(gray: torch.Tensor) -> np.ndarray:

@@ -3,7 +3,7 @@
 Torch-free on purpose: the CLI builds its parser from these, and building the
 parser must stay fast (``autocolor --help`` imports no torch). The library's
 own constants (``imageio.DEFAULT_MAX_PIXELS``, ``pipeline.DEFAULT_RENDER_SIZE``,
-``imageio.OUTPUT_FORMATS``) are checked against the copies here by a test.
+``imageio.OUTPUT_FORMATS``, ``color.GRAY_WEIGHTS``) are checked against the copies here by a test.
 
 >>> check_number("saturation", 1.5, SATURATION)
 1.5
@@ -35,12 +35,15 @@ BATCH_SIZE = Bounds(1, 256, integer=True)
 WORKERS = Bounds(0, 64, integer=True)  # 0: one thread
 THREADS = Bounds(0, 1024, integer=True)
 MAX_PIXELS = Bounds(1, 2_000_000_000, integer=True)
+SUGGESTIONS = Bounds(1, 1000, integer=True)  # colors Colorizer.suggest lists (its k)
+PORT = Bounds(1, 65535, integer=True)  # autocolor serve --port
 
 DEFAULT_RENDER_SIZE = 256  # == pipeline.DEFAULT_RENDER_SIZE
 DEFAULT_MAX_PIXELS = 100_000_000  # == imageio.DEFAULT_MAX_PIXELS
 OUTPUT_FORMATS = ("png", "jpg", "webp", "tiff", "bmp")  # == tuple(imageio.OUTPUT_FORMATS)
 
 
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # == color.GRAY_WEIGHTS (Rec. 601 luma), for the torch-free imageio
 INPUT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif")  # == imageio's
 SUFFIX_FORMATS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp", ".tif": "tiff", ".tiff": "tiff",
                   ".bmp": "bmp"}  # what an output file's name asks for

@@ -161,7 +161,7 @@ class ColorizationLoss(nn.Module):
         guide = None
         if unwrapped.guided:
             gens = hint_gens or [torch.Generator().manual_seed(i) for i in range(len(rgb))]
-            guide = simulate_guide(lightness, ab, gens, unwrapped.bins.to(ab.device))
+            guide = simulate_guide(lightness, ab, gens, unwrapped.bins.to(ab.device), reach=unwrapped.spread_reach)
         out = model(lightness, guide)
         if self.kind == "ce":
             loss = rebalanced_cross_entropy(out, ab, unwrapped.bins, self.weights.to(out.device))

@@ -79,17 +79,16 @@ DEFAULT_POINT_COLOR = "#3a7bd5"
 
 
 def find_samples() -> list[Path]:
-    """Sample photos bundled with the package or found in the checkout's ``samples/``.
+    """The sample photos bundled with the package (``autocolor/samples/``).
 
-    Returns an empty list when neither exists: the demo works without them.
+    Returns an empty list when there are none: the demo works without them.
     """
-    package = Path(__file__).resolve().parent
-    for folder in (package / "samples", package.parents[1] / "samples"):
-        if folder.is_dir():
-            found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SAMPLE_SUFFIXES)
-            if found:
-                return found
-    return []
+    from autocolor.demo import samples_dir
+
+    folder = samples_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SAMPLE_SUFFIXES)
 
 
 def default_model_available() -> bool:
@@ -485,12 +484,16 @@ class Handlers:
     # -- helpers
 
     def _how(self, session: Session, model_label, render_size, saturation) -> Render:
-        saturation = float(saturation)
+        """The request's settings, checked: a JSON null, list or object is a ValueError like a bad number."""
+        try:
+            saturation, size = float(saturation), float(render_size)
+        except (TypeError, ValueError):
+            raise ValueError(f"saturation {saturation!r} and render size {render_size!r} must be numbers") from None
         if not 0.0 <= saturation <= 2.0:  # NaN fails this too
             raise ValueError(f"saturation {saturation!r} must be a number in 0-2")
-        if int(render_size) not in RENDER_SIZES:
+        if size not in RENDER_SIZES:  # inf and NaN fail this too
             raise ValueError(f"render size {render_size!r} must be one of {', '.join(map(str, RENDER_SIZES))}")
-        return Render(str(model_label), int(render_size), saturation, session.visitor)
+        return Render(str(model_label), int(size), saturation, session.visitor)
 
     def _load(self, session: Session, key: str, files: list[tuple[str, Path]]) -> None:
         """Decode the files into the session, unless they are the ones it holds."""

@@ -27,14 +27,20 @@ def register_model(name: str):
 
 
 def available_models() -> list[str]:
+    """The registered model names, sorted."""
     return sorted(_REGISTRY)
+
+
+def model_factory(name: str) -> Callable[..., nn.Module]:
+    """The factory registered as ``name`` (its signature is a model folder's config schema)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(available_models())}")
+    return _REGISTRY[name]
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build the registered model ``name`` with its keyword arguments."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(available_models())}")
-    model = _REGISTRY[name](**kwargs)
+    model = model_factory(name)(**kwargs)
     model.registry_name = name
     model.registry_kwargs = dict(kwargs)
     return model

@@ -27,6 +27,7 @@ class ChromaModel(nn.Module):
     stride: ClassVar[int] = 16  # input sides must be multiples of this
     guided: bool = False  # reads hints (a Guide) beside L
     exact_hints: ClassVar[bool] = False  # its ab already equals the hints where given (nothing to refine)
+    spread_reach: float = 0.0  # how far its Guide's spread reaches (autocolor.guide.spread_hints)
 
     def predict_ab(self, lightness: torch.Tensor, guide=None, decoding: Decoding | None = None) -> torch.Tensor:
         """``(B, 1, H, W)`` L in [0, 100] to ``(B, 2, H/4, W/4)`` ab in Lab units."""

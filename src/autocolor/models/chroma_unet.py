@@ -77,14 +77,18 @@ class ChromaUNet(ChromaModel):
     folder's saved choice, used when none is passed.
     """
 
-    def __init__(self, width: int = 64, head: str = "classification", guided: bool = False) -> None:
+    def __init__(self, width: int = 64, head: str = "classification", guided: bool = False,
+                 spread_reach: float = 0.0) -> None:
         super().__init__()
         if head not in ("classification", "regression"):
             raise ValueError(f"head must be 'classification' or 'regression', got {head!r}")
         if isinstance(width, bool) or not isinstance(width, int) or not 8 <= width <= 512 or width % 8:
             raise ValueError(f"width must be a multiple of 8 from 8 to 512, got {width!r}")
+        if isinstance(spread_reach, bool) or not isinstance(spread_reach, (int, float)) or not 0 <= spread_reach <= 4:
+            raise ValueError(f"spread_reach must be a number from 0 to 4, got {spread_reach!r}")
         self.head_kind = head
         self.guided = bool(guided)
+        self.spread_reach = float(spread_reach)
         self.decoding = Decoding()
         c1, c2, c4, c8, c16 = width // 4, width // 2, width, width * 2, width * 4
         self.stem = conv_bn_act(4 if self.guided else 1, c1)
@@ -186,5 +190,6 @@ def _no_guide(lightness: torch.Tensor):
 
 
 @register_model("chroma-unet")
-def chroma_unet(width: int = 64, head: str = "classification", guided: bool = False) -> ChromaUNet:
-    return ChromaUNet(width=width, head=head, guided=guided)
+def chroma_unet(width: int = 64, head: str = "classification", guided: bool = False,
+                spread_reach: float = 0.0) -> ChromaUNet:
+    return ChromaUNet(width=width, head=head, guided=guided, spread_reach=spread_reach)
