@@ -14,6 +14,7 @@ and no colorization, the floor for end-to-end speed.
 
     python benchmarks/bench_video.py                       # all samples, 48 frames each
     python benchmarks/bench_video.py --frames 24 --photos src/autocolor/samples/bear.jpg
+    python benchmarks/bench_video.py --baseline /path/to/main/src   # each run also with main's package
 """
 
 from __future__ import annotations
@@ -237,7 +238,7 @@ def run_method(method: str, clip: Path, output: Path, threads: int, package: Pat
     if package is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(package.resolve()), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     run = subprocess.run([sys.executable, __file__, "--threads", str(threads), "--run", method, str(clip), str(output)],
-                         capture_output=True, text=True, env=env)
+                         capture_output=True, text=True, env=env, check=False)
     if run.returncode:
         raise SystemExit(f"{method} on {clip} failed:\n{run.stderr}")
     return json.loads(run.stdout)
@@ -314,7 +315,9 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     print(f"{len(args.photos)} photos x {args.kinds} ({args.frames} frames of {WIDTH}x{HEIGHT}), {len(args.real)} "
-          f"real clips (first {args.frames} frames scored); {args.threads} torch threads, {os.cpu_count()} cores, load average {load_before:.1f} at "
+          f"real clips (first {args.frames} frames scored); {args.threads} torch threads (colorize_video runs the network "
+          f"on at most half the cores: {max(1, min(args.threads, len(os.sched_getaffinity(0)) // 2))}), "
+          f"{os.cpu_count()} cores, load average {load_before:.1f} at "
           f"the start and {os.getloadavg()[0]:.1f} at the end; means over clips\n")
     print("| method | flicker (mean abs d-ab) | vs per-frame | CIEDE2000 | vs per-frame | frames/s | vs copy "
           "| CPU ms/frame | peak RSS MB |")

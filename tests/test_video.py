@@ -369,3 +369,33 @@ def test_faces_are_looked_for_once_a_shot_and_their_boxes_follow_the_motion():
         (box,), (fresh,) = boxes, detect_faces(gray[i])
         assert abs(box.x - fresh.x) <= 4 and abs(box.y - fresh.y) <= 4, (i, box, fresh)
     assert abs(found[0][0].x - found[-1][0].x - 3 * plan.wanted[-1]) <= 3  # 3 px a frame to the left, as panned
+
+
+def test_the_stabilizer_gives_the_same_chroma_whatever_the_batches_and_looks_ahead():
+    from autocolor.video import ChromaStabilizer, StabilizerConfig
+
+    rng = np.random.default_rng(1)
+    gray = np.stack([scene(t, shift=2)[0] for t in range(30)])
+    # the "network" changes its mind at frame 15: a = 0 before, 30 after
+    guesses = [np.full((2, 24, 32), 0.0 if t < 15 else 30.0, np.float32) + rng.normal(0, 1, (2, 24, 32)).astype(np.float32)
+               for t in range(30)]
+
+    def predict(offset: int):
+        return lambda i: torch.from_numpy(np.stack([guesses[offset + k] for k in i]))
+
+    config = StabilizerConfig(keep=0.8, predict_every=3, lookahead=4)
+    whole = ChromaStabilizer(config).steady(gray, predict(0)).numpy()
+    stabilizer, parts, start = ChromaStabilizer(config), [], 0
+    for size in (8, 5, 1, 9, 7):  # batches of any size, fed in order
+        plan = stabilizer.plan(gray[start : start + size])
+        parts.append(stabilizer.blend(plan, predict(start)(plan.wanted) if len(plan.wanted) else None))
+        start += size
+    parts.append(stabilizer.finish())
+    assert sum(len(p) for p in parts[:-1]) < 30  # frames were held back for the keyframes ahead
+    np.testing.assert_allclose(torch.cat(parts).numpy(), whole, atol=1e-4)
+    assert len(whole) == 30
+    causal = ChromaStabilizer(StabilizerConfig(keep=0.8, predict_every=3, lookahead=0)).steady(gray, predict(0)).numpy()
+    a_both, a_past = whole[:, 0].mean(axis=(1, 2)), causal[:, 0].mean(axis=(1, 2))
+    assert 3 < a_both[13] and a_past[13] < 1  # looking ahead, the change begins before it comes
+    assert a_both[18] > a_past[18] + 5  # and is not left behind after it
+    assert abs(a_both[0]) < 2 and a_past[-1] < a_both[-1] < 31  # nearer the new guess, never past it

@@ -7,7 +7,6 @@ model of :mod:`webserver`; the clips are the tiny generated ones of test_video.
 from __future__ import annotations
 
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +14,19 @@ import pytest
 pytest.importorskip("av")
 pytest.importorskip("cv2")
 
-from test_video import make_clip, probe  # noqa: E402
-from test_web import ARTIFACTS, _wait, browser, needs_browser  # noqa: E402, F401 (browser: a fixture)
-from webserver import Server, call, constant_color_model, file_data, running_server, upload  # noqa: E402
+import test_web
+from test_video import make_clip, probe
+from test_web import ARTIFACTS, _wait, needs_browser
+from webserver import (
+    Server,
+    call,
+    constant_color_model,
+    file_data,
+    running_server,
+    upload,
+)
+
+browser = test_web.browser  # the headless Chromium fixture, shared
 
 MODEL_LABEL = "constant-orange"  # the folder name start_server gives the constant model
 

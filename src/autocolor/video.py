@@ -3,11 +3,14 @@
     colorizer = Colorizer.load()
     colorize_video(colorizer, "film.mp4", "out/film.mp4")     # or colorizer.colorize_video(...)
 
-Frames stream through at constant memory: PyAV decodes them, each becomes
-Rec. 601 gray, a batch is colorized at the working size
-(:func:`predict_frames_ab`), the chroma is steadied along optical flow
-(:class:`ChromaStabilizer`), laid over each frame's full-resolution L
-(:func:`merge_frames`) and encoded with H.264. Timestamps (so frame rate,
+Frames stream through at constant memory, in batches, on two threads. On
+the caller's: PyAV decodes them, each becomes Rec. 601 gray, the stabilizer
+(:class:`ChromaStabilizer`) finds shot cuts and the motion and picks the
+frames the network sees, faces are followed through the shot
+(:class:`FaceTracker`), the network colorizes at the working size
+(:func:`predict_frames_ab`) and the chroma is steadied along the flow. On the
+other, the previous batch's chroma is laid over each frame's full-resolution
+L (:func:`merge_frames`) and encoded with H.264. Timestamps (so frame rate,
 variable frame rate and duration), rotation and audio are carried over; audio
 packets are copied unless the output container cannot hold them, then they
 are re-encoded to AAC. The output appears under its final name only when it
@@ -15,11 +18,15 @@ is complete.
 
 Why the chroma needs steadying: every frame's colors are a fresh guess, and
 film grain and exposure flicker change the guess, so per-frame colors shimmer.
-The previous frame's steadied ab is carried along the flow of the gray frames
-and blended with the new guess wherever the flow is trustworthy (forward and
-backward flow agree); shot cuts (a jump in the gray histogram) restart it.
-Each output is pulled towards the current guess, so colors cannot drift far
-from it, and the past is moved with the motion, so they do not lag behind.
+The network sees every 3rd frame of a shot; each of those keyframes gets a
+weighted mean of the guesses on the keyframes before and after it (up to 5
+ahead), each moved along the optical flow of the gray frames to it, wherever
+the flow is trustworthy (forward and backward flow agree); the frames between
+take the two keyframes' chroma, moved to them. Shot cuts (a jump in the gray
+histogram) restart it. Every mean is centred on the frame's own guess, so
+colors cannot drift from it, and looking ahead as well as back keeps them from
+lagging behind a guess that changes as the view does; frames wait (18 at most)
+for the keyframes ahead of them.
 """
 
 from __future__ import annotations
@@ -133,24 +140,30 @@ FACE_EVERY = 24
 class StabilizerConfig:
     """How chroma is carried from frame to frame (the defaults are the benchmark's choice)."""
 
-    # Weight of the carried chroma where the flow is reliable, on the frames the network
-    # sees; 0 colorizes every frame alone.
-    keep: float = 0.5
-    # Run the network on every n-th frame of a shot and carry chroma in between.
-    # The network's guess for a place changes as the view does, and the steadied
-    # chroma follows it with a delay of about predict_every / (1 - keep) frames:
-    # the longer the delay, the further from the truth (CIEDE2000). Over 14
-    # benchmark clips (7 photos, pan and zoom) 3 and 0.5 (6 frames) gave
-    # CIEDE2000 1.001x the per-frame path's (at most 1.017x on one clip) and
-    # 0.38x its flicker; the earlier 2 and 0.8 (10 frames) 1.010x (at most
-    # 1.051x) and 0.30x, at 1.5 times the network's work; 1 and 0.8 1.003x and 0.34x.
+    # The network sees every predict_every-th frame of a shot (a keyframe). Each
+    # keyframe's chroma is a mean of the guesses on it and on the keyframes around
+    # it, moved along the flow, weighted keep ** (distance in keyframes), up to
+    # lookahead keyframes ahead; keep 0 colorizes every frame alone. Measured end to
+    # end (encoded, decoded, scored) on 14 benchmark clips (7 photos, pan and zoom),
+    # as the mean of the per-clip ratios to the per-frame path: 3, 0.8 and 5 gave
+    # flicker 0.47x and CIEDE2000 0.992x (at most 1.005x on one clip). The past
+    # alone (lookahead 0) lags behind a guess that changes with the view: with
+    # 2 and 0.8 (the earlier default) 0.50x and 1.006x (at most 1.044x), with 3
+    # and 0.5 0.57x and 1.000x. 3, 0.85 and 5: 0.46x, 0.993x; 4, 0.8 and 4:
+    # 0.46x, 1.000x (at most 1.037x); 2, 0.8 and 5: 0.48x, 0.997x at 1.5 times
+    # the network's work. Flicker cannot go far below 0.4x there: chroma held
+    # nearly still (keep 0.95 on every frame) measured 0.41x on 6 of the clips,
+    # since rounding grainy frames to 8-bit YUV changes their chroma about that much.
+    keep: float = 0.8
     predict_every: int = 3
+    lookahead: int = 5  # keyframes ahead whose guesses count (0: the past alone); frames wait for them
     cut_threshold: float = 0.4  # gray-histogram distance (0..1) above which a frame starts a new shot
     fb_tolerance: float = 0.7  # forward-backward flow disagreement allowed, in flow pixels, plus 5% of the motion
 
     def __post_init__(self) -> None:
         assert 0.0 <= self.keep < 1.0, f"keep must be in [0, 1), got {self.keep}"
         assert self.predict_every >= 1, f"predict_every must be at least 1, got {self.predict_every}"
+        assert self.lookahead >= 0, f"lookahead must be at least 0, got {self.lookahead}"
         assert self.predict_every == 1 or self.keep > 0, "predict_every > 1 needs keep > 0 (chroma is carried)"
 
 
@@ -169,10 +182,12 @@ def _flow_input(gray: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Motion:
-    """How a frame moved from the one before, at the flow's resolution ``(fh, fw)``."""
+    """How a frame moved from the one before, both ways, at the flow's resolution ``(fh, fw)``."""
 
     back: np.ndarray  # (fh, fw, 2) float32: where each pixel of this frame was in the previous one
-    reliable: np.ndarray  # (fh, fw) bool: forward and backward flow agree, and the pixel was in view
+    reliable: np.ndarray  # (fh, fw) bool: forward and backward flow agree there, and the pixel was in view
+    forth: np.ndarray  # (fh, fw, 2) float32: where each pixel of the previous frame is in this one
+    reliable_forth: np.ndarray  # (fh, fw) bool: the same, on the previous frame's pixels
 
 
 @dataclass
@@ -181,16 +196,39 @@ class Plan:
 
     starts: list[bool]  # the frame starts a shot (the clip's first frame does)
     motions: list[Motion | None]  # from the previous frame; None at a shot's start or when nothing is carried
-    wanted: np.ndarray  # indices of the frames the network must see
+    wanted: np.ndarray  # indices of the frames the network must see (its keyframes)
+
+
+@dataclass
+class _Held:
+    """A frame of the current shot whose chroma is not out yet."""
+
+    motion: Motion | None  # from the frame before; None where the shot starts
+    ab: np.ndarray | None  # (2, h, w) the network's, on keyframes
+    forward: np.ndarray  # (2, h, w) the chroma carried forward to it from the shot's past
 
 
 class ChromaStabilizer:
-    """Steadies the chroma of a stream of frames: the previous output is moved
-    along the optical flow of the gray frames and blended with the new
-    prediction where the flow is reliable; a shot cut starts afresh.
+    """Steadies the chroma of a stream of frames along the optical flow of the
+    gray frames; a shot cut starts afresh.
 
-    Feed it batches in order, each with :meth:`steady`, or as :meth:`plan`
-    (which frames need a prediction, and how each moved) then :meth:`blend`.
+    The network sees every ``predict_every``-th frame of a shot (a keyframe).
+    Each keyframe's chroma is a weighted mean of the network's guesses on it
+    and on the keyframes around it, each moved along the flow to it: weight
+    ``keep`` to the power of the distance in keyframes, as far as
+    ``lookahead`` keyframes ahead, wherever the flow is reliable (forward and
+    backward flow agree). The frames between two keyframes take the chroma of
+    both, moved to them and mixed by nearness. Looking ahead as well as back
+    keeps the colors from lagging behind a guess that changes as the view
+    does; it holds each frame back until the keyframes it needs have come
+    (``(lookahead + 1) * predict_every`` frames at most). ``lookahead=0``
+    blends each keyframe's guess with the past alone, and returns every
+    frame at once.
+
+    Feed it batches in order with :meth:`plan` (which frames need a
+    prediction, and how each moved), then :meth:`blend`, which returns the
+    chroma of the frames that are done; :meth:`finish` returns the rest.
+    :meth:`steady` does all of it for a whole clip.
     """
 
     def __init__(self, config: StabilizerConfig = StabilizerConfig()) -> None:
@@ -199,19 +237,20 @@ class ChromaStabilizer:
         self.config = config
         self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
         self._last: tuple[np.ndarray, np.ndarray] | None = None  # the previous frame's flow gray and histogram
-        self._last_ab: np.ndarray | None = None  # and its steadied ab
+        self._forward: np.ndarray | None = None  # the chroma carried forward to the previous frame
+        self._held: list[_Held] = []  # from a keyframe on: the frames of this shot not out yet
+        self._first: np.ndarray | None = None  # the chroma of _held[0], once known
         self._since_prediction = 0
         self.cuts = 0  # shot cuts seen (the first frame is not one)
         self.predicted = 0  # frames the network ran on
 
     def steady(self, gray: np.ndarray, predict: Callable[[np.ndarray], torch.Tensor]) -> torch.Tensor:
-        """``(B, H, W)`` uint16 gray frames to their ``(B, 2, h, w)`` steadied ab.
-
-        ``predict(indices)`` returns the network's ab ``(len(indices), 2, h, w)``
-        for those frames of the batch.
-        """
+        """A whole clip (or what is left of it): ``(B, H, W)`` uint16 gray frames to
+        their ``(B, 2, h, w)`` steadied ab. ``predict(indices)`` returns the network's
+        ab ``(len(indices), 2, h, w)`` for those frames."""
         plan = self.plan(gray)
-        return self.blend(plan, predict(plan.wanted) if len(plan.wanted) else None)
+        done = self.blend(plan, predict(plan.wanted) if len(plan.wanted) else None)
+        return torch.cat([done, self.finish()])
 
     def plan(self, gray: np.ndarray) -> Plan:
         """Shot starts, motion and the frames to predict for ``(B, H, W)`` uint16 gray frames."""
@@ -233,52 +272,142 @@ class ChromaStabilizer:
         return Plan(starts, motions, np.asarray(wanted, dtype=np.int64))
 
     def blend(self, plan: Plan, predicted: torch.Tensor | None) -> torch.Tensor:
-        """The batch's ``(B, 2, h, w)`` steadied ab from the network's ab of ``plan.wanted``."""
+        """The steadied ``(n, 2, h, w)`` ab of the next ``n`` frames of the stream,
+        in order, given the network's ab of ``plan.wanted``; ``n`` may be less than
+        the batch (frames wait for keyframes ahead) or more (earlier ones were waiting)."""
         fresh = dict(zip(plan.wanted.tolist(), predicted.numpy())) if predicted is not None else {}
-        out = []
+        keep, out = self.config.keep, []
         for i, motion in enumerate(plan.motions):
             ab = fresh.get(i)
-            if motion is None:
-                steadied = ab
+            if motion is None:  # a shot starts (or every frame is colorized alone)
+                out += self._release(ended=True)
+                forward = ab
             else:
-                warped, reliable = self._carry(motion, self._last_ab)
-                steadied = warped if ab is None else ab + (self.config.keep * reliable) * (warped - ab)
-            self._last_ab = steadied
-            out.append(steadied)
-        return torch.from_numpy(np.stack(out))
+                warped, reliable = self._along(motion, self._forward)
+                forward = warped if ab is None else ab + (keep * reliable) * (warped - ab)
+            self._forward = forward
+            if self.config.lookahead == 0 or keep == 0:
+                out.append(forward)
+            else:
+                self._held.append(_Held(motion, ab, forward))
+                out += self._release(ended=False)
+        return _stacked(out, self._forward)
 
-    def _motion(self, before: np.ndarray, now: np.ndarray) -> Motion:
-        """The flow from the flow gray ``before`` to ``now``, and where it is reliable."""
-        import cv2
+    def finish(self) -> torch.Tensor:
+        """The steadied ab of the frames still held back: the stream has ended."""
+        return _stacked(self._release(ended=True), self._forward)
 
-        back = self._dis.calc(now, before, None)  # (fh, fw, 2): where each pixel of now was before
-        forth = self._dis.calc(before, now, None)
-        fh, fw = now.shape
-        gx, gy = _grid(fh, fw)
-        map_x, map_y = gx + back[..., 0], gy + back[..., 1]
-        # Reliable: following the flow back and then forth returns to the pixel
-        # (Sundaram et al. 2010), and the pixel was inside the previous frame.
-        returned = cv2.remap(forth, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        miss = np.square(back + returned).sum(-1)
-        motion = np.square(back).sum(-1) + np.square(returned).sum(-1)
-        reliable = miss <= self.config.fb_tolerance**2 + 0.05 * motion
-        reliable &= (map_x >= 0) & (map_x <= fw - 1) & (map_y >= 0) & (map_y <= fh - 1)
-        return Motion(back, reliable)
+    def _release(self, ended: bool) -> list[np.ndarray]:
+        """The chroma of the held frames that can be given now (all of them when the shot has ``ended``)."""
+        out = []
+        while self._held:
+            keys = [i for i, held in enumerate(self._held) if held.ab is not None]  # keys[0] == 0
+            if not ended and len(keys) < self.config.lookahead + 2:  # the next keyframe needs that many ahead
+                break
+            if self._first is None:
+                self._first = self._both_ways(0, keys)
+            if len(keys) == 1:  # the shot's last keyframe: its chroma carried on to the shot's end
+                out += self._carried(self._first, len(self._held))
+                self._held, self._first = [], None
+                break
+            after = self._both_ways(keys[1], keys)
+            out += self._between(self._first, after, keys[1])
+            self._held, self._first = self._held[keys[1]:], after
+        return out
+
+    def _both_ways(self, j: int, keys: list[int]) -> np.ndarray:
+        """Keyframe ``_held[j]``'s chroma: its carried-forward chroma (the past) and the
+        guesses of up to ``lookahead`` keyframes ahead carried back to it, as one mean."""
+        keep, held = self.config.keep, self._held
+        ahead = [i for i in keys if i > j][: self.config.lookahead]
+        guess = held[j].ab
+        back = held[ahead[-1]].ab if ahead else guess
+        for s in range(ahead[-1] - 1 if ahead else -1, j - 1, -1):
+            warped, reliable = self._along(held[s + 1].motion, back, backward=True)
+            back = warped if held[s].ab is None else held[s].ab + (keep * reliable) * (warped - held[s].ab)
+        # forward holds (1 - keep) keep^i of the guess i keyframes back, back the same ahead;
+        # both hold this keyframe's: counted once, the weights sum to 1.
+        return (held[j].forward + back - (1 - keep) * guess) / (1 + keep)
+
+    def _between(self, first: np.ndarray, after: np.ndarray, n: int) -> list[np.ndarray]:
+        """``_held[0]`` .. ``_held[n - 1]``: between the keyframes ``_held[0]`` (chroma ``first``)
+        and ``_held[n]`` (``after``), each frame mixes the two, moved to it, by nearness
+        and by how reliably each came."""
+        forward = [self._with_trust(first)]
+        for t in range(1, n):
+            forward.append(self._chained(self._held[t].motion, forward[-1]))
+        backward = [self._with_trust(after)]
+        for t in range(n - 1, 0, -1):
+            backward.append(self._chained(self._held[t + 1].motion, backward[-1], backward=True))
+        backward.reverse()  # backward[t - 1] is at frame t
+        out = [first]
+        for t in range(1, n):
+            near, (one, two) = t / n, (forward[t], backward[t - 1])
+            w1, w2 = (1 - near) * one[2], near * two[2]
+            mixed = (w1 * one[:2] + w2 * two[:2] + 1e-3 * ((1 - near) * one[:2] + near * two[:2])) / (w1 + w2 + 1e-3)
+            out.append(mixed)
+        return out
+
+    def _carried(self, first: np.ndarray, n: int) -> list[np.ndarray]:
+        out = [first]
+        for t in range(1, n):
+            out.append(self._along(self._held[t].motion, out[-1])[0])
+        return out
 
     @staticmethod
-    def _carry(motion: Motion, ab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(2, h, w)`` ab of the previous frame moved along ``motion``, and the
-        fraction ``(h, w)`` of each ab pixel where that move is reliable."""
+    def _with_trust(ab: np.ndarray) -> np.ndarray:
+        """``(2, h, w)`` ab and a third channel: how reliably it was carried here (1: not moved)."""
+        return np.concatenate([ab, np.ones((1, *ab.shape[-2:]), np.float32)])
+
+    def _chained(self, motion: Motion, carried: np.ndarray, backward: bool = False) -> np.ndarray:
+        """:meth:`_with_trust` chroma moved one frame on, its trust times this move's."""
+        warped, reliable = self._along(motion, carried, backward)
+        warped[2] *= reliable
+        return warped
+
+    def _motion(self, before: np.ndarray, now: np.ndarray) -> Motion:
+        """The flow between the flow grays ``before`` and ``now``, both ways, and where it is reliable."""
+        back = self._dis.calc(now, before, None)  # (fh, fw, 2): where each pixel of now was before
+        forth = self._dis.calc(before, now, None)
+        return Motion(back, self._consistent(back, forth), forth, self._consistent(forth, back))
+
+    def _consistent(self, flow: np.ndarray, reverse: np.ndarray) -> np.ndarray:
+        """Where following ``flow`` and then ``reverse`` returns to the pixel (Sundaram
+        et al. 2010) and ``flow`` stays inside the frame: ``(fh, fw)`` bool."""
         import cv2
 
-        fh, fw = motion.reliable.shape
+        fh, fw = flow.shape[:2]
+        gx, gy = _grid(fh, fw)
+        map_x, map_y = gx + flow[..., 0], gy + flow[..., 1]
+        returned = cv2.remap(reverse, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        miss = np.square(flow + returned).sum(-1)
+        motion = np.square(flow).sum(-1) + np.square(returned).sum(-1)
+        reliable = miss <= self.config.fb_tolerance**2 + 0.05 * motion
+        return reliable & (map_x >= 0) & (map_x <= fw - 1) & (map_y >= 0) & (map_y <= fh - 1)
+
+    @staticmethod
+    def _along(motion: Motion, ab: np.ndarray, backward: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``(C, h, w)`` ab of the previous frame moved along ``motion`` to this one
+        (``backward``: this frame's moved to the previous one), and the fraction
+        ``(h, w)`` of each pixel where that move is reliable."""
+        import cv2
+
+        flow, reliable = (motion.forth, motion.reliable_forth) if backward else (motion.back, motion.reliable)
+        fh, fw = reliable.shape
         h, w = ab.shape[-2:]
-        flow = cv2.resize(motion.back, (w, h), interpolation=cv2.INTER_AREA) * np.float32([w / fw, h / fh])
+        flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_AREA) * np.float32([w / fw, h / fh])
         ax, ay = _grid(h, w)
         map_x, map_y = ax + flow[..., 0], ay + flow[..., 1]
         warped = np.stack([cv2.remap(c, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for c in ab])
-        fraction = cv2.resize(motion.reliable.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+        fraction = cv2.resize(reliable.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
         return warped, fraction
+
+
+def _stacked(frames: list[np.ndarray], like: np.ndarray | None) -> torch.Tensor:
+    """``(n, 2, h, w)`` of ``n`` ab frames (n may be 0: then shaped like ``like``)."""
+    if frames:
+        return torch.from_numpy(np.stack(frames))
+    return torch.zeros((0, *like.shape) if like is not None else (0, 2, 1, 1))
 
 
 @lru_cache(maxsize=8)
@@ -678,8 +807,9 @@ def _stabilizer_config(stabilize: bool | StabilizerConfig) -> StabilizerConfig:
 def _model_threads() -> Iterator[None]:
     """While a clip is colorized the network gets at most half the cores (PyTorch's
     threads), so that merging and encoding the previous batch, on a thread of their
-    own, have the other half: on 2 cores one each, which ran 1.1-1.8x the frames/s
-    of the network spreading over both and the encoder fighting it for them."""
+    own, have the other half. On 2 shared cores (one each) that ran 1.5 and 2.4
+    times the frames/s (two runs) of the network spreading over both with the
+    encoder fighting it for them (PyTorch's threads spin while they wait)."""
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, min(before, _cores() // 2)))
     try:
@@ -718,14 +848,21 @@ def _stream(source: _Source, src: Path, output: _Output, chroma: FrameChroma, ba
             batch = []
     if batch:
         _colorize_batch(batch, chroma, output, bar)
+    _write(output, bar, *chroma.finish())
     output.finish()
 
 
 def _colorize_batch(frames: list, chroma: FrameChroma, output: _Output, bar) -> None:
     """Gray and steadied chroma on this thread; merging and encoding behind it."""
-    gray = np.stack([_frame_gray(f) for f in frames])  # (B, H, W) uint16
-    output.write(frames, gray, chroma(gray))  # (B, 2, h, w) ab
-    bar.update(len(frames))
+    output.stamp(frames)
+    _write(output, bar, *chroma(np.stack([_frame_gray(f) for f in frames])))  # (B, H, W) uint16 in
+
+
+def _write(output: _Output, bar, gray: np.ndarray, ab: torch.Tensor) -> None:
+    """The next frames' gray and steadied ab to the encoder, if there are any yet."""
+    if len(ab):
+        output.write(gray, ab)
+        bar.update(len(ab))
 
 
 class FrameChroma:
@@ -738,9 +875,12 @@ class FrameChroma:
         self.colorizer, self.render_size, self.saturation, self.hints = colorizer, render_size, saturation, hints
         self.stabilizer = ChromaStabilizer(config)
         self.faces = FaceTracker()
+        self._waiting: deque[np.ndarray] = deque()  # the gray of frames whose chroma is not out yet
 
-    def __call__(self, gray: np.ndarray) -> torch.Tensor:
-        """``(B, H, W)`` uint16 gray frames, in order, to their ``(B, 2, h, w)`` ab."""
+    def __call__(self, gray: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        """``(B, H, W)`` uint16 gray frames in, in order; out the gray and
+        ``(n, 2, h, w)`` ab of the next ``n`` frames whose chroma is done (the
+        stabilizer holds frames back until the keyframes ahead of them have come)."""
         plan = self.stabilizer.plan(gray)
         predicted = None
         if len(plan.wanted):
@@ -749,7 +889,16 @@ class FrameChroma:
                                           self.hints, faces=found)
         elif self.colorizer.faces:
             self.faces.follow(gray, plan)  # the boxes still move with the frames
-        return self.stabilizer.blend(plan, predicted)
+        self._waiting.extend(gray)
+        return self._done(self.stabilizer.blend(plan, predicted))
+
+    def finish(self) -> tuple[np.ndarray, torch.Tensor]:
+        """The gray and ab of the frames still held back: the clip has ended."""
+        return self._done(self.stabilizer.finish())
+
+    def _done(self, ab: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+        gray = [self._waiting.popleft() for _ in range(len(ab))]
+        return (np.stack(gray) if gray else np.zeros((0, 0, 0), np.uint16)), ab
 
 
 def _video_error(exc: Exception, dst: Path) -> Exception:
@@ -764,8 +913,8 @@ class _Output:
     """The clip being written: opened by its first frame (size, rotation), then
     fed in order on one background thread, which lays the chroma over each
     frame's L, converts to YUV, encodes and muxes while the model works on the
-    next batch (x264 adds its own threads). At most two batches wait there, so
-    memory stays flat."""
+    next batch (x264 adds its own threads). At most two writes wait there (and
+    the stabilizer holds at most 18 frames and a batch back), so memory stays flat."""
 
     def __init__(self, path: Path, muxer: str, source: _Source, crf: int, src: Path) -> None:
         self._open_args = (path, muxer, source, crf)
@@ -774,6 +923,7 @@ class _Output:
         self._waiting_audio: list = []  # packets read before the first frame
         self._encoder = _Background()
         self._last_pts = -1
+        self._stamps: deque[tuple[int, int]] = deque()  # (pts, duration) of frames decoded and not yet written
         self.written = 0
 
     def open(self, frame) -> None:
@@ -792,15 +942,18 @@ class _Output:
         else:
             self._encoder.submit(self._sink.write_audio, packet)
 
-    def write(self, frames: list, gray: np.ndarray, ab: torch.Tensor) -> None:
-        """``frames`` as decoded (for their timestamps), their ``(B, H, W)`` gray and ``(B, 2, h, w)`` ab."""
-        stamps = []
+    def stamp(self, frames: list) -> None:
+        """Note the timestamps of ``frames`` as decoded: they are written in this order."""
         for frame in frames:
             pts = frame.pts if frame.pts is not None else self._last_pts + 1
             self._last_pts = max(pts, self._last_pts + 1)  # the encoder refuses repeated timestamps
-            stamps.append((self._last_pts, frame.duration or 0))
+            self._stamps.append((self._last_pts, frame.duration or 0))
+
+    def write(self, gray: np.ndarray, ab: torch.Tensor) -> None:
+        """The next ``(n, H, W)`` gray frames and their ``(n, 2, h, w)`` ab, to be merged and encoded."""
+        stamps = [self._stamps.popleft() for _ in range(len(gray))]
         self._encoder.submit(self._merged, gray, ab, stamps)
-        self.written += len(frames)
+        self.written += len(gray)
 
     def _merged(self, gray: np.ndarray, ab: torch.Tensor, stamps: list[tuple[int, int]]) -> None:
         self._sink.write_frames(merge_frames(gray, ab), stamps)

@@ -306,7 +306,7 @@ def video_refusal(name: str, info, config: WebConfig) -> str | None:
     shown = display_name(name)
     if info.width * info.height > config.max_video_pixels:
         return (f"{shown}: {info.width}x{info.height} is larger than this demo colorizes "
-                f"({config.max_video_pixels / 1e3:.0f} thousand pixels a frame, such as 640x480); "
+                f"({config.max_video_pixels:,} pixels a frame, such as 640x480); "
                 "the command line (autocolor colorize) takes any size.")
     if info.seconds > config.max_video_seconds or info.frames > config.max_video_frames:
         length = f"{info.seconds:.1f} s" if info.seconds else f"{info.frames} frames"
@@ -327,6 +327,8 @@ def colorize_clip(colorizer: Colorizer, name: str, path: Path, folder: Path, con
         return ClipOutcome(name, error=_clip_error(name, exc, path))
     if refusal := video_refusal(name, info, config):
         return ClipOutcome(name, error=refusal)
+    if getattr(colorizer.model, "predicts", None) != "ab":
+        return ClipOutcome(name, error=f"{display_name(name)}: this model colorizes photos only; choose another.")
     target = folder / f"{Path(name).stem or 'video'}-color.mp4"
     frames = info.frames or round(config.max_video_seconds * 30)
     started = time.monotonic()
@@ -873,7 +875,7 @@ def _video_tab(handlers: Handlers, config: WebConfig) -> dict:
     labels = list(config.models)
     c = {}
     gr.Markdown(f"Colorize a short black-and-white clip (up to {config.max_video_seconds:g} s and "
-                f"{config.max_video_pixels / 1e3:.0f} thousand pixels a frame, such as 640x480): colors are steadied "
+                f"{config.max_video_pixels:,} pixels a frame, such as 640x480): colors are steadied "
                 "along the motion, and the sound is kept. Longer films: `autocolor colorize film.mp4 -o out/`.")
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
