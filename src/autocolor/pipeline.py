@@ -20,13 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from autocolor.color import gray16_to_l, merge_gray_ab, saturate_rgb
+from autocolor.color import STRIP_SIDE, gray16_to_l, merge_gray_ab, saturate_rgb
 from autocolor.faces import FACE_DECAY, face_guide
 from autocolor.guide import Guide, Hints, refine_with_hints
 from autocolor.quantize import Decoding
 
 DEFAULT_RENDER_SIZE = 256
-STRIP_SIDE = 16  # images thinner than this are strips, never photos
 # The face detector finds nothing under 24 px; asking it about a strip 1 px high costs
 # OpenCV's shrinking tables for its whole length (200 MB for 36,000,000 px).
 FACE_MIN_SIDE = 24
