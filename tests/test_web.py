@@ -183,6 +183,33 @@ def test_a_hint_colors_its_region_towards_its_color(tmp_path, hint):
     assert chroma_for(model, photo, 128, edit, cache) is chroma_for(model, photo, 128, edit, cache)
 
 
+@pytest.mark.skipif(not __import__("autocolor.faces").faces.available(), reason="needs the faces extra (OpenCV)")
+def test_faces_are_looked_for_once_a_photo_and_kept_for_every_edit(monkeypatch):
+    """The face detector took half of an edit's time: the demo runs it on a photo's first
+    render only, and every edit gets the same skin-tone prior the CLI gives."""
+    from autocolor import faces
+    from autocolor.color import gray16_to_l
+    from autocolor.demo import samples_dir
+    from autocolor.inference import Colorizer
+    from autocolor.pipeline import predict_chroma
+    from autocolor.webedit import ChromaCache, Edit, chroma_for, open_photo
+
+    photo = open_photo("portrait.jpg", samples_dir() / "portrait.jpg", MAX_PIXELS)
+    calls, detect = [], faces.detect_faces
+    monkeypatch.setattr(faces, "detect_faces", lambda *a, **k: calls.append(1) or detect(*a, **k))
+    model, cache = Colorizer.load().model, ChromaCache()
+    automatic = chroma_for(model, photo, 128, Edit(), cache)
+    edit = Edit()
+    edit.add(10, 10, "#3060e0")
+    chroma_for(model, photo, 128, edit, cache)
+    edit.add(300, 20, "#e03030")
+    chroma_for(model, photo, 128, edit, cache)
+    assert len(calls) == 1 and len(photo.faces) == 1, (calls, photo.faces)
+    lightness = gray16_to_l(photo.pixels.gray[None])
+    assert torch.equal(automatic, predict_chroma(model, lightness, 128, None, faces=True))
+    assert not torch.equal(automatic, predict_chroma(model, lightness, 128, None, faces=False)), "the prior acts"
+
+
 def test_a_painted_canvas_layer_is_a_full_size_scribble(tmp_path):
     """The editor's canvas (here at half the photo's size) becomes a scribble of the
     photo's size, painted where the canvas is; an empty canvas is no scribble."""

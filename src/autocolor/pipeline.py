@@ -14,6 +14,7 @@ same path, so a model is judged exactly as it is used.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from autocolor.color import STRIP_SIDE, gray16_to_l, merge_gray_ab, saturate_rgb
-from autocolor.faces import FACE_DECAY, face_guide
+from autocolor.faces import FACE_DECAY, Face, face_guide
 from autocolor.guide import Guide, Hints, refine_with_hints
 from autocolor.quantize import Decoding
 
@@ -80,7 +81,7 @@ def predict_chroma(
     render_size: int | None = None,
     hints: Hints | Guide | None = None,
     decoding: Decoding | None = None,
-    faces: bool = False,
+    faces: bool | Sequence[Sequence[Face]] = False,
 ) -> torch.Tensor:
     """Chroma of full-resolution L ``(B, 1, H, W)`` in [0, 100]: ab ``(B, 2, h, w)``
     in Lab units at the model's output resolution, on the CPU.
@@ -88,7 +89,9 @@ def predict_chroma(
     The model sees L at the working size (about ``render_size`` squared);
     ``hints`` (in the input's pixel coordinates) are laid out at that size;
     a :class:`Guide` must already be at it. With ``faces``, detected faces
-    get skin-tone corrections (:mod:`autocolor.faces`).
+    get skin-tone corrections (:mod:`autocolor.faces`); a list of each
+    image's faces, where they are already known (video follows them along
+    the motion, the web demo finds them once a photo), stands for detecting them.
     """
     h, w = lightness.shape[-2:]
     size = working_size(h, w, render_size or DEFAULT_RENDER_SIZE, model.stride)
@@ -110,7 +113,7 @@ def predict_chroma(
     if pointed and decoding.refine_hints and not model.exact_hints:
         ab = refine_with_hints(ab, l_work, guide.to("cpu"), decoding.hint_decay, shared=True, stride=REFINE_STRIDE)
     if faces and not model.exact_hints and min(h, w) >= FACE_MIN_SIDE:
-        skin = face_guide(lightness, size)
+        skin = face_guide(lightness, size, None if faces is True else [list(found) for found in faces])
         if skin is not None:
             ab = refine_with_hints(ab, l_work.cpu(), skin, FACE_DECAY)
     return ab

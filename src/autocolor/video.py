@@ -46,10 +46,9 @@ import numpy as np
 import torch
 
 from autocolor.color import GRAY_WEIGHTS, gray16_to_l, merge_gray_ab
-from autocolor.faces import FACE_DECAY, Face, face_guide, faces_in_lightness
-from autocolor.guide import refine_with_hints
+from autocolor.faces import Face, faces_in_lightness
 from autocolor.imageio import ImageError
-from autocolor.pipeline import DEFAULT_RENDER_SIZE, predict_chroma, resize, working_size
+from autocolor.pipeline import predict_chroma
 from autocolor.settings import DEFAULT_CRF, VIDEO_EXTENSIONS
 
 if TYPE_CHECKING:
@@ -111,15 +110,8 @@ def predict_frames_ab(
     model = colorizer.model
     if model.predicts != "ab":
         raise VideoError(f"{colorizer.name} predicts RGB; video needs a chroma model (predicts ab)")
-    lightness = gray16_to_l(gray)
-    detect = colorizer.faces and faces is None
-    ab = predict_chroma(model, lightness, render_size, hints, faces=detect)
-    if colorizer.faces and faces is not None and not model.exact_hints:
-        size = working_size(*gray.shape[-2:], render_size or DEFAULT_RENDER_SIZE, model.stride)
-        skin = face_guide(lightness, size, faces)
-        if skin is not None:  # the correction predict_chroma makes for faces it finds itself
-            ab = refine_with_hints(ab, resize(lightness, size), skin, FACE_DECAY)
-    return ab * saturation
+    wanted = (True if faces is None else faces) if colorizer.faces else False
+    return predict_chroma(model, gray16_to_l(gray), render_size, hints, faces=wanted) * saturation
 
 
 def merge_frames(gray: np.ndarray, ab: torch.Tensor) -> np.ndarray:
