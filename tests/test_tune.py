@@ -64,9 +64,12 @@ def test_tune_refuses_the_test_split(corpus, model_folder):
 
 
 def test_tune_hints_from_the_command_line(corpus, model_folder, capsys):
-    assert main(["tune", str(model_folder), "--data", f"folder:{corpus}", "--hints", "--n", "3"]) == 0
+    assert main(["tune", str(model_folder), "--data", f"folder:{corpus}", "--hints", "--n", "3",
+                 "--hint-scales", "0.8,1"]) == 0
     out = capsys.readouterr().out
     assert "none (network only)" in out and "**chosen**" in out and "decay 0" in out
+    rows = [line.split("|")[1].replace("**chosen**", "").strip() for line in out.splitlines() if ", scale " in line]
+    assert sorted(row.rsplit(", scale ", 1)[1] for row in rows) == ["0.8"] * 7 + ["1"] * 7  # each refinement, each scale
 
 
 def test_whole_photo_evaluation_reports_categories_faces_neutral_and_render_sizes(corpus, model_folder):

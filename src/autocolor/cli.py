@@ -189,6 +189,7 @@ def _run_evaluate_hints(args: argparse.Namespace) -> int:
 
 def _add_tune(sub: argparse._SubParsersAction) -> None:
     from autocolor.settings import TUNE_BAND as DEFAULT_BAND
+    from autocolor.settings import TUNE_HINT_SCALES
     from autocolor.settings import TUNE_SCALES as DEFAULT_SCALES
     from autocolor.settings import TUNE_TEMPERATURES as DEFAULT_TEMPERATURES
 
@@ -205,14 +206,19 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=0, help="photos drawn (seeded) from the split; 0 means all")
     p.add_argument("--write", action="store_true", help="save the chosen decoding as the folder's decoding.json")
     p.add_argument("--hints", action="store_true",
-                   help="tune instead how a hint-aware model agrees with color points (refine_hints, hint_decay)")
+                   help="tune instead how a hint-aware model agrees with color points (refine_hints, hint_decay, "
+                        "hint_chroma_scale)")
+    p.add_argument("--hint-scales", default=",".join(map(str, TUNE_HINT_SCALES)),
+                   help="with --hints: comma-separated chroma scales tried when points are given")
 
 
 def _run_tune(args: argparse.Namespace) -> int:
     from autocolor.tune import format_tune, format_tune_hints, tune, tune_hints
 
     if args.hints:
-        print(format_tune_hints(tune_hints(args.model, args.data, split=args.split, n=args.n or 24, write=args.write)))
+        scales = _numbers(args.hint_scales, float, "--hint-scales")
+        print(format_tune_hints(tune_hints(args.model, args.data, split=args.split, n=args.n or 24, write=args.write,
+                                           scales=scales)))
         return 0
 
     band = _numbers(args.band, float, "--band")

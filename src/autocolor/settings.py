@@ -73,6 +73,7 @@ def check_number(name: str, value, bounds: Bounds):
 TUNE_TEMPERATURES = (0.3, 0.38, 0.5, 0.7)
 TUNE_SCALES = (1.0, 1.25, 1.5, 1.75, 2.0)
 TUNE_BAND = (0.8, 1.2)
+TUNE_HINT_SCALES = (0.6, 0.8, 1.0, 1.25)  # with points the colors are given: the automatic boost may overshoot
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".ogv", ".mpg", ".mpeg", ".wmv", ".flv")
 # Video: x264's constant rate factor (0 lossless .. 51); 18 keeps chroma crisp.

@@ -13,7 +13,8 @@ gray and say little about real photos), and the rule picks the one to ship:
 ``--write`` saves the choice as the model folder's ``decoding.json``.
 
 With ``--hints``, the setting tuned is how a hint-aware model is made to
-agree with color points (``refine_hints``, ``hint_decay``): each candidate
+agree with color points (``refine_hints``, ``hint_decay``, and the chroma
+scale used when points are given, ``hint_chroma_scale``): each candidate
 is scored by Zhang et al.'s simulated users (1 to 20 points, see
 :mod:`autocolor.evaluate_hints`) on the same split, and the lowest mean
 CIEDE2000 over those counts wins; "no refinement" is a candidate too.
@@ -131,13 +132,16 @@ def format_tune(report: dict[str, Any]) -> str:
 
 
 HINT_DECAYS = (0.0, 0.0003, 0.001, 0.003, 0.01, 0.03)  # divided by the hinted cells: a log grid
+HINT_CHROMA_SCALES = settings.TUNE_HINT_SCALES
 TUNE_HINT_COUNTS = (1, 2, 5, 10, 20)
 
 
 @torch.no_grad()
 def tune_hints(model_dir: str | Path, data: str, split: str = "val", decays: Sequence[float] = HINT_DECAYS,
-               n: int | None = 24, write: bool = False) -> dict[str, Any]:
-    """Choose ``refine_hints`` and ``hint_decay`` by simulated users (see the module docstring)."""
+               n: int | None = 24, write: bool = False,
+               scales: Sequence[float] = HINT_CHROMA_SCALES) -> dict[str, Any]:
+    """Choose ``refine_hints``, ``hint_decay`` and ``hint_chroma_scale`` by simulated
+    users (see the module docstring)."""
     from autocolor.evaluate import ModelEntry
     from autocolor.evaluate_hints import evaluate_hints
 
@@ -146,8 +150,11 @@ def tune_hints(model_dir: str | Path, data: str, split: str = "val", decays: Seq
     model = load_model(Path(model_dir)).eval()
     if not model.guided:
         raise EvaluationError(f"{model_dir}: not a hint-aware model; nothing to tune for hints")
-    candidates = [replace(model.decoding, refine_hints=False)]
-    candidates += [replace(model.decoding, refine_hints=True, hint_decay=float(d)) for d in decays]
+    candidates = []
+    for scale in scales:
+        start = replace(model.decoding, hint_chroma_scale=float(scale))
+        candidates += [replace(start, refine_hints=False)]
+        candidates += [replace(start, refine_hints=True, hint_decay=float(d)) for d in decays]
     rows = []
     for decoding in candidates:
         model.decoding = decoding
@@ -169,7 +176,8 @@ def format_tune_hints(report: dict[str, Any]) -> str:
              "| refinement | " + " | ".join(counts) + " | mean |", "|---|" + "---:|" * (len(counts) + 1)]
     for r in report["rows"]:
         d = r["decoding"]
-        name = f"decay {d['hint_decay']:g}" if d["refine_hints"] else "none (network only)"
+        name = (f"decay {d['hint_decay']:g}" if d["refine_hints"] else "none (network only)") + \
+            f", scale {d['hint_chroma_scale']:g}"
         mark = " **chosen**" if r is report["chosen"] else ""
         lines.append(f"| {name}{mark} | " + " | ".join(f"{r['by_points'][c]:.3f}" for c in counts)
                      + f" | {r['mean_vs_gray']:.3f} |")
