@@ -25,7 +25,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -55,6 +55,11 @@ from autocolor.imageio import (
 )
 from autocolor.ort_runner import onnx_cache_dir  # noqa: F401 - part of this module's API
 from autocolor.settings import DEFAULT_CRF, DEFAULT_RENDER_SIZE, VIDEO_EXTENSIONS, check_number
+
+if TYPE_CHECKING:  # annotations only: importing them here would pull in torch
+    import torch
+
+    from autocolor.guide import Hints
 
 BACKENDS = ("torch", "onnxruntime")
 BATCH_PIXELS = 4_000_000  # images are batched while their pixels add up to no more than this
