@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 STRIP_PIXELS = 8_000_000
-# A photo of 8 MP costs about 14 bytes a pixel (face detection's float copies the most);
+# A photo of 8 MP costs about 16-17 bytes a pixel (face detection's float copies the most);
 # before the fix a 1 x 8,000,000 strip cost 63 and an 8,000,000 x 1 strip 82, now 8 and 11.
 BYTES_PER_PIXEL = 16
 
