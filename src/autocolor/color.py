@@ -261,16 +261,19 @@ def merge_gray_ab(gray: np.ndarray, ab: torch.Tensor, dtype: np.dtype, channels:
 
     ab is upsampled bilinearly as in :func:`autocolor.color.merge_l_ab` and
     converted in tiles: bands of whole rows, or pieces of a row as long as an
-    image is wide. A photo's chroma is upsampled whole (8 bytes a pixel, and
-    faster: 12 MP merged in 0.36 s against 0.44 s by tiles on 2 cores); a strip's tile by tile
-    (:class:`BilinearUpsampler`, the same values), so that a strip costs no
-    more per pixel than a photo.
+    image is wide. An 8-bit photo's chroma is upsampled whole (8 bytes a
+    pixel, and faster: 12 MP merged in 0.36 s against 0.44 s by tiles on 2
+    cores); deep outputs' and strips' tile by tile (:class:`BilinearUpsampler`,
+    the same values), so that a strip costs no more per pixel than a photo.
     """
     b, h, w = gray.shape
-    if min(h, w) >= STRIP_SIDE:  # a photo: its whole chroma at once (8 bytes a pixel) is the fastest
+    if min(h, w) >= STRIP_SIDE and dtype == np.uint8:
+        # An 8-bit photo: its whole chroma at once (8 bytes a pixel) is the fastest, and stays
+        # under the peak that face detection sets. Deep outputs, whose own samples already
+        # cost 6-16 bytes a pixel, and strips are upsampled tile by tile.
         whole = F.interpolate(ab.float(), size=(h, w), mode="bilinear", align_corners=False)
         chroma = lambda rows, cols: whole[:, :, rows, cols]  # noqa: E731
-    else:  # a strip: torch's index tables along its length would cost more than its pixels
+    else:
         chroma = BilinearUpsampler(ab, (h, w)).tile
     out = np.empty((b, h, w, channels), dtype=dtype)
     step = max(1, TILE_PIXELS // (w * b))
