@@ -236,6 +236,15 @@ class Tally:
         self.max_seconds = max(self.max_seconds, time.perf_counter() - started)
         self.rss_max_mb = max(self.rss_max_mb, _rss_mb())
 
+    def colorized_case(self, started: float) -> None:
+        """One case more that colorized, begun at ``started``; memory has not grown past the bound."""
+        self.colorized += 1
+        self.count(started)
+        self.check_memory()
+
+    def check_memory(self) -> None:
+        assert self.rss_max_mb - self.rss_start_mb < RSS_GROWTH_MB, self.line("memory")
+
     def line(self, name: str) -> str:
         top = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items(), key=lambda kv: -kv[1])[:6])
         return (f"{name}: {self.cases} cases, {self.colorized} colorized, {self.refused} refused "
@@ -284,7 +293,7 @@ def check_case(colorizer: Colorizer, path: Path, data: bytes, tally: Tally) -> N
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     tally.count(started)
-    assert tally.rss_max_mb - tally.rss_start_mb < RSS_GROWTH_MB, tally.line("memory")
+    tally.check_memory()
 
 
 def _warm(colorizer: Colorizer, workdir: Path) -> Tally:
@@ -712,9 +721,7 @@ def test_fuzz_strip_arrays(colorizer, workdir):
         with tiny_tiles():
             tiled = _colorize_quietly(colorizer, array)
         assert _same_but_rounding(tiled, result), "tiling changed the result"
-        tally.colorized += 1
-        tally.count(started)
-        assert tally.rss_max_mb - tally.rss_start_mb < RSS_GROWTH_MB
+        tally.colorized_case(started)
 
     try:
         run()
@@ -797,9 +804,7 @@ def test_fuzz_strip_files(colorizer, workdir):
 
             assert np.array_equal(out, to_uint16(expected) if deep else to_uint8(expected)), "file and API differ"
             assert _same_but_rounding(outputs[1], out), "tiling changed the file"
-        tally.colorized += 1
-        tally.count(started)
-        assert tally.rss_max_mb - tally.rss_start_mb < RSS_GROWTH_MB
+        tally.colorized_case(started)
 
     try:
         run()
@@ -869,8 +874,7 @@ def test_fuzz_array_layouts(colorizer, workdir):
         _check_result(result, odd)
         expected = _colorize_quietly(colorizer, plain)
         assert np.array_equal(result.astype(expected.dtype), expected, equal_nan=True), how
-        tally.colorized += 1
-        tally.count(started)
+        tally.colorized_case(started)
 
     try:
         run()
