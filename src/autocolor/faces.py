@@ -15,6 +15,7 @@ The detector is optional: without ``opencv-python-headless<5`` (the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -96,7 +97,7 @@ def face_points(faces: list[Face], lightness_at) -> list[tuple[float, float, tup
     return points
 
 
-def face_guide(lightness, work_size: tuple[int, int], found: list[list[Face]] | None = None):
+def face_guide(lightness, work_size: tuple[int, int], found: Sequence[Sequence[Face]] | None = None):
     """Skin-tone hints for ``(B, 1, H, W)`` full-resolution L, laid out at the working
     size as a :class:`autocolor.guide.Guide` (None when no image has a face).
 

@@ -113,7 +113,7 @@ def predict_chroma(
     if pointed and decoding.refine_hints and not model.exact_hints:
         ab = refine_with_hints(ab, l_work, guide.to("cpu"), decoding.hint_decay, shared=True, stride=REFINE_STRIDE)
     if faces and not model.exact_hints and min(h, w) >= FACE_MIN_SIDE:
-        skin = face_guide(lightness, size, None if faces is True else [list(found) for found in faces])
+        skin = face_guide(lightness, size, None if faces is True else faces)
         if skin is not None:
             ab = refine_with_hints(ab, l_work.cpu(), skin, FACE_DECAY)
     return ab
