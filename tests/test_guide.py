@@ -78,6 +78,25 @@ def test_refinement_makes_the_prediction_agree_with_the_points_and_fades_with_de
     assert torch.equal(refine_with_hints(predicted, lightness, none, 0.0), predicted)
 
 
+def test_a_points_influence_fills_its_region_and_stops_at_an_edge():
+    from autocolor.guide import hint_influence, make_guide
+
+    lightness = torch.full((1, 1, 64, 64), 80.0)
+    lightness[..., 40:, :] = 25.0  # a bright top over a dark bottom, with a hard edge between
+    ab = torch.zeros(1, 2, 64, 64)
+    mask = torch.zeros(1, 1, 64, 64)
+    ab[..., 8:12, 30:34], mask[..., 8:12, 30:34] = 30.0, 1.0  # one point in the top
+    guide = make_guide(lightness, ab, mask)
+    influence = hint_influence(lightness, guide, (32, 32), edge=12.0)
+    assert influence.shape == (1, 1, 32, 32) and 0 <= influence.min() and influence.max() <= 1
+    assert influence[0, 0, 4:6, 15:17].min() == 1.0  # at the point
+    assert influence[0, 0, :19].min() > 0.75  # the whole top, corners included, fading only slowly
+    assert influence[0, 0, 20:].max() < 0.02  # past the edge (55 L units): nothing
+    assert hint_influence(lightness, guide, (32, 32), edge=60.0)[0, 0, 21:].min() > 0.75  # a weaker edge than asked
+    none = make_guide(lightness, torch.zeros_like(ab), torch.zeros_like(mask))
+    assert not hint_influence(lightness, none, (32, 32), 12.0).any()
+
+
 def test_bad_hints_are_refused_with_what_is_wrong():
     import numpy as np
     import pytest

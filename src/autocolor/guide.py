@@ -37,8 +37,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from scipy.sparse.csgraph import dijkstra
 
 from autocolor.color import rgb_to_lab
 from autocolor.errors import AutocolorError
@@ -406,6 +408,14 @@ def load_points(path: str | os.PathLike) -> list[dict]:
     return points
 
 
+def _hints_at(size: tuple[int, int], lightness: torch.Tensor, guide: Guide):
+    """L, hint ab and the hinted cells at ``size``: ``(B, h, w)``, ``(B, 2, h, w)``, ``(B, h, w)`` bool (numpy, CPU)."""
+    small_l = F.adaptive_avg_pool2d(lightness.float().cpu(), size)[:, 0].numpy()
+    weight = F.adaptive_avg_pool2d(guide.mask.float().cpu(), size)
+    hint = F.adaptive_avg_pool2d((guide.ab * guide.mask).float().cpu(), size) / weight.clamp_min(1e-6)
+    return small_l, hint, (weight > 0).squeeze(1).numpy()
+
+
 def refine_with_hints(ab: torch.Tensor, lightness: torch.Tensor, guide: Guide, decay: float,
                       shared: bool = False, stride: int | None = None) -> torch.Tensor:
     """Make a prediction agree with the points: the differences between the
@@ -427,15 +437,55 @@ def refine_with_hints(ab: torch.Tensor, lightness: torch.Tensor, guide: Guide, d
         size = (lightness.shape[-2] // stride, lightness.shape[-1] // stride)
         if tuple(size) != tuple(ab.shape[-2:]):
             ab = F.interpolate(ab.float(), size=size, mode="bilinear", align_corners=False)
-    size = ab.shape[-2:]
-    small_l = F.adaptive_avg_pool2d(lightness.float().cpu(), size).numpy()
-    weight = F.adaptive_avg_pool2d(guide.mask.float().cpu(), size)
-    hint = F.adaptive_avg_pool2d((guide.ab * guide.mask).float().cpu(), size) / weight.clamp_min(1e-6)
-    given = (weight > 0).squeeze(1).numpy()
+    small_l, hint, given = _hints_at(ab.shape[-2:], lightness, guide)
     residual = (hint - ab.cpu()).numpy()
     out = ab.clone()
     for i in range(ab.shape[0]):
         if given[i].any():
             rate = decay / int(given[i].sum()) if shared else decay
-            out[i] += torch.from_numpy(levin_colorize(small_l[i, 0], residual[i], given[i], rate)).to(ab.device)
+            out[i] += torch.from_numpy(levin_colorize(small_l[i], residual[i], given[i], rate)).to(ab.device)
     return out
+
+
+# A point's region (hint_influence): every lightness step beyond the edge threshold costs its excess
+# over EDGE_SOFTNESS L units, and crossing the whole image costs FADE, so the influence exp(-cost) stays
+# near 1 in the point's region, falls off fast past an edge and only slowly with distance.
+EDGE_SOFTNESS = 10.0
+FADE = 0.25
+
+
+def hint_influence(lightness: torch.Tensor, guide: Guide, size: tuple[int, int], edge: float) -> torch.Tensor:
+    """Where the points apply, ``(B, 1, *size)`` in [0, 1]: ``exp(-cost)`` of the
+    cheapest path from any hinted cell over the 8-neighbour grid at ``size``,
+    where a step costs ``max(|dL| - edge, 0) / EDGE_SOFTNESS`` plus its share of
+    ``FADE`` per image side (an edge-aware geodesic distance, Dijkstra's
+    algorithm from scipy.sparse.csgraph). Lightness steps below ``edge`` (L
+    units: texture, shading) are free, so a point fills its region; a strong
+    edge stops it. 0 everywhere for an image without points.
+
+    Args:
+        lightness: ``(B, 1, H, W)`` L at the working size; guide: the hints at that size.
+    """
+    small_l, _, given = _hints_at(size, lightness, guide)
+    out = torch.zeros(lightness.shape[0], 1, *size)
+    for i in range(lightness.shape[0]):
+        if given[i].any():
+            graph = _step_costs(small_l[i].astype(np.float64), edge)
+            cost = dijkstra(graph, directed=False, indices=np.flatnonzero(given[i]), min_only=True)
+            out[i, 0] = torch.from_numpy(np.exp(-cost).reshape(size)).float()
+    return out
+
+
+def _step_costs(lightness: np.ndarray, edge: float) -> sp.csr_matrix:
+    """The sparse ``(N, N)`` graph of :func:`hint_influence`'s step costs over an ``(h, w)`` grid."""
+    h, w = lightness.shape
+    index = np.arange(h * w).reshape(h, w)
+    rows, cols, costs = [], [], []
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):  # each undirected neighbour pair once
+        here = (slice(0, h - dy), slice(max(0, -dx), w - max(0, dx)))
+        there = (slice(dy, h), slice(max(0, dx), w - max(0, -dx)))
+        step = np.maximum(np.abs(lightness[here] - lightness[there]) - edge, 0.0) / EDGE_SOFTNESS
+        rows.append(index[here].ravel())
+        cols.append(index[there].ravel())
+        costs.append((step + FADE * math.hypot(dy, dx) / max(h, w) + 1e-12).ravel())  # > 0: a stored edge
+    return sp.csr_matrix((np.concatenate(costs), (np.concatenate(rows), np.concatenate(cols))), shape=(h * w, h * w))

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from autocolor.color import STRIP_SIDE, gray16_to_l, merge_gray_ab, saturate_rgb
 from autocolor.faces import FACE_DECAY, Face, face_guide
-from autocolor.guide import Guide, Hints, refine_with_hints
+from autocolor.guide import Guide, Hints, hint_influence, refine_with_hints
 from autocolor.quantize import Decoding
 
 DEFAULT_RENDER_SIZE = 256
@@ -106,16 +106,32 @@ def predict_chroma(
             raise ValueError("this model takes no color hints; use a guided model (the default) or 'levin'")
         guide = guide.to(_device_of(model))
     decoding = decoding or model.decoding
-    pointed = guide is not None and bool(guide.mask.any())
-    if pointed:
-        decoding = replace(decoding, chroma_scale=decoding.hint_chroma_scale)
-    ab = model.predict_ab(l_work.to(_device_of(model)), guide, decoding).float().cpu()
-    if pointed and decoding.refine_hints and not model.exact_hints:
-        ab = refine_with_hints(ab, l_work, guide.to("cpu"), decoding.hint_decay, shared=True, stride=REFINE_STRIDE)
+    if guide is not None and bool(guide.mask.any()) and not model.exact_hints:
+        ab = _pointed_chroma(model, l_work, guide, decoding)
+    else:
+        ab = model.predict_ab(l_work.to(_device_of(model)), guide, decoding).float().cpu()
     if faces and not model.exact_hints and min(h, w) >= FACE_MIN_SIDE:
         skin = face_guide(lightness, size, None if faces is True else faces)
         if skin is not None:
             ab = refine_with_hints(ab, l_work.cpu(), skin, FACE_DECAY)
+    return ab
+
+
+def _pointed_chroma(model, l_work: torch.Tensor, guide: Guide, decoding: Decoding) -> torch.Tensor:
+    """ab with color points: the network at the hint chroma scale, made to agree with the
+    points (``refine_hints``), and kept to the regions the points are in (``hint_edge``:
+    elsewhere the automatic result stays, so a point on the sky leaves the ground alone)."""
+    device = _device_of(model)
+    ab = model.predict_ab(l_work.to(device), guide, replace(decoding, chroma_scale=decoding.hint_chroma_scale))
+    ab = ab.float().cpu()
+    guide = guide.to("cpu")
+    if decoding.refine_hints:
+        ab = refine_with_hints(ab, l_work, guide, decoding.hint_decay, shared=True, stride=REFINE_STRIDE)
+    if decoding.hint_edge > 0:
+        automatic = model.predict_ab(l_work.to(device), None, decoding).float().cpu()
+        automatic = F.interpolate(automatic, size=ab.shape[-2:], mode="bilinear", align_corners=False)
+        influence = hint_influence(l_work, guide, ab.shape[-2:], decoding.hint_edge)
+        ab = automatic + influence * (ab - automatic)
     return ab
 
 

@@ -143,6 +143,11 @@ class Decoding:
             The automatic scale makes up for the timid average of an unsure
             model; near a user's colors the model is sure, and scaling its ab
             would carry them past the truth.
+        hint_edge: keeps points to their regions: a lightness step (L units,
+            at half the working size) beyond this bounds a point's region, and
+            outside its points' regions the automatic result is kept
+            (:func:`autocolor.guide.hint_influence`). 0: off, points may change
+            the whole image (the network alone carries one point's color far).
     """
 
     temperature: float = 0.38
@@ -151,13 +156,14 @@ class Decoding:
     refine_hints: bool = False
     hint_decay: float = 0.01
     hint_chroma_scale: float = 1.0
+    hint_edge: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.refine_hints, bool):
             raise ValueError(f"decoding refine_hints must be true or false, got {self.refine_hints!r}")
         for name, low, high in (("temperature", 0.01, 10.0), ("chroma_scale", 0.0, 10.0),
                                 ("prior_correction", 0.0, 2.0), ("hint_decay", 0.0, 1.0),
-                                ("hint_chroma_scale", 0.0, 10.0)):
+                                ("hint_chroma_scale", 0.0, 10.0), ("hint_edge", 0.0, 100.0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"decoding {name} must be a finite number, got {value!r}")
