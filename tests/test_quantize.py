@@ -50,6 +50,20 @@ def test_annealed_mean_between_mean_and_mode():
     assert abs(float(mean) - 50 * torch.sigmoid(torch.tensor(1.0))) < 1e-4
 
 
+def test_confidence_power_shrinks_only_where_the_likely_hues_disagree():
+    bins = torch.tensor([[40.0, 0.0], [0.0, 40.0], [-40.0, 0.0]])
+    one_hue = torch.tensor([9.0, 0.0, 0.0]).view(1, 3, 1, 1)  # nearly all on (40, 0)
+    two_hues = torch.tensor([5.0, 5.0, -30.0]).view(1, 3, 1, 1)  # half (40, 0), half (0, 40)
+    for logits in (one_hue, two_hues):
+        plain = annealed_mean(logits.clone(), bins, 1.0)
+        for power in (1.0, 2.0):
+            shrunk = annealed_mean(logits.clone(), bins, 1.0, confidence_power=power)
+            agreement = plain.norm() * AB_SCALE / 40.0  # |E ab| / E|ab|, every bin's chroma being 40
+            assert torch.allclose(shrunk, plain * agreement ** power, atol=1e-4)
+    assert annealed_mean(one_hue.clone(), bins, 1.0, confidence_power=2.0).norm() * AB_SCALE > 39.9  # sure: kept
+    assert abs(float(annealed_mean(two_hues.clone(), bins, 1.0, confidence_power=2.0).norm() * AB_SCALE) - 14.14) < 0.01
+
+
 def test_cross_entropy_prefers_the_right_color():
     bins = in_gamut_ab_bins()
     w = torch.ones(bins.shape[0])

@@ -49,12 +49,14 @@ def model_folder(tmp_path_factory):
 
 
 def test_tune_scores_each_setting_on_whole_scenes_and_writes_the_rule_s_choice(corpus, model_folder):
-    report = tune(model_folder, f"folder:{corpus}", temperatures=(0.38, 1.0), scales=(0.5, 1.0, 2.0), write=True)
+    report = tune(model_folder, f"folder:{corpus}", temperatures=(0.38, 1.0), scales=(0.5, 1.0, 2.0),
+                  powers=(0.0, 2.0), write=True)
     assert report["n_images"] == 2  # the val split's whole scenes, not its cut-outs
-    assert len(report["rows"]) == 6
-    ratios = {(r["decoding"]["temperature"], r["decoding"]["chroma_scale"]): r["colorfulness_ratio"]
-              for r in report["rows"]}
-    assert ratios[(0.38, 2.0)] > ratios[(0.38, 1.0)] > ratios[(0.38, 0.5)]  # the scale scales color
+    assert len(report["rows"]) == 12
+    ratios = {(r["decoding"]["temperature"], r["decoding"]["chroma_scale"], r["decoding"]["confidence_power"]):
+              r["colorfulness_ratio"] for r in report["rows"]}
+    assert ratios[(0.38, 2.0, 0.0)] > ratios[(0.38, 1.0, 0.0)] > ratios[(0.38, 0.5, 0.0)]  # the scale scales color
+    assert ratios[(1.0, 1.0, 2.0)] < ratios[(1.0, 1.0, 0.0)]  # and the confidence power takes unsure color away
     assert load_model(model_folder).decoding == Decoding.from_dict(report["chosen"]["decoding"])
 
 
@@ -120,3 +122,18 @@ def test_hint_evaluation_levin_improves_with_points_and_automatic_models_draw_on
     assert {"reference_own", "reference_other"} <= set(rows["guided"])  # a hint-aware network gets the global hint
     assert (tmp_path / "out" / "hints.md").read_text().count("| levin |") == 2  # CIEDE2000 and PSNR tables
     assert json.loads((tmp_path / "out" / "hints.json").read_text())["counts"] == [0, 1, 50]
+
+
+def test_tune_decodes_the_network_s_output_as_the_pipeline_does(model_folder):
+    import torch
+
+    from autocolor.pipeline import predict_chroma
+    from autocolor.tune import _network_outputs
+
+    model = load_model(model_folder).eval()
+    lightness = torch.rand(3, 1, 96, 96) * 100
+    decoding = Decoding(temperature=0.5, chroma_scale=2.0, confidence_power=2.0)
+    with torch.no_grad():
+        (start, raw), = _network_outputs(model, lightness, 64)
+        assert start == 0 and torch.allclose(model.decode(raw, decoding), predict_chroma(model, lightness, 64, None,
+                                                                                           decoding), atol=1e-5)

@@ -189,6 +189,7 @@ def _run_evaluate_hints(args: argparse.Namespace) -> int:
 
 def _add_tune(sub: argparse._SubParsersAction) -> None:
     from autocolor.settings import TUNE_BAND as DEFAULT_BAND
+    from autocolor.settings import TUNE_CONFIDENCE_POWERS
     from autocolor.settings import TUNE_HINT_SCALES
     from autocolor.settings import TUNE_SCALES as DEFAULT_SCALES
     from autocolor.settings import TUNE_TEMPERATURES as DEFAULT_TEMPERATURES
@@ -200,6 +201,8 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="val", choices=["val", "train"], help="never test: it is for reporting")
     p.add_argument("--temperatures", default=",".join(map(str, DEFAULT_TEMPERATURES)), help="comma-separated")
     p.add_argument("--scales", default=",".join(map(str, DEFAULT_SCALES)), help="comma-separated chroma scales")
+    p.add_argument("--confidence-powers", default=",".join(map(str, TUNE_CONFIDENCE_POWERS)),
+                   help="comma-separated powers of the hue agreement that shrinks unsure chroma (0: off)")
     p.add_argument("--band", default=",".join(map(str, DEFAULT_BAND)),
                    help="colorfulness ratio band the rule keeps (then the lowest CIEDE2000 wins)")
     p.add_argument("--all-photos", action="store_true", help="score cut-outs too, not only whole scenes")
@@ -226,7 +229,8 @@ def _run_tune(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: --band {args.band!r} must be two increasing numbers, e.g. 0.8,1.2")
     report = tune(args.model, args.data, split=args.split, temperatures=_numbers(args.temperatures, float,
                   "--temperatures"), scales=_numbers(args.scales, float, "--scales"), band=(band[0], band[1]),
-                  scenes_only=not args.all_photos, n=args.n or None, write=args.write)
+                  scenes_only=not args.all_photos, n=args.n or None, write=args.write,
+                  powers=_numbers(args.confidence_powers, float, "--confidence-powers"))
     print(format_tune(report))
     return 0
 

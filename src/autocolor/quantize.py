@@ -98,13 +98,18 @@ def rebalanced_cross_entropy(
 
 
 def annealed_mean(
-    logits: torch.Tensor, bins: torch.Tensor, temperature: float, log_prior: torch.Tensor | None = None
+    logits: torch.Tensor, bins: torch.Tensor, temperature: float, log_prior: torch.Tensor | None = None,
+    confidence_power: float = 0.0,
 ) -> torch.Tensor:
     """Decode ``(B, Q, h, w)`` logits to normalized ab ``(B, 2, h, w)``.
 
     temperature 1 gives the mean of the distribution, towards 0 its mode;
     Zhang et al. use 0.38. ``log_prior`` ``(Q,)``, if given, is subtracted
-    from the logits first.
+    from the logits first. ``confidence_power`` above 0 shrinks the result
+    by ``R ** confidence_power``, where ``R = |E[ab]| / E[|ab|]`` (under the
+    same tempered distribution) is 1 where the likely colors share one hue and
+    falls towards 0 where they disagree (blue or orange: the mean is a guess
+    no one predicted, the blotch of an unsure model).
     """
     # Each pass over (B, Q, h, w) costs as much as the network's head, so the
     # shift and scale are one pass and, without autograd, the rest is in place.
@@ -115,10 +120,16 @@ def annealed_mean(
     peak = z.amax(dim=1, keepdim=True)
     weights = torch.exp(z - peak) if z.requires_grad else z.sub_(peak).exp_()  # the softmax's numerator
     # One 1x1 convolution gives the bin-weighted sums of a and b and the
-    # normalizer together: cheaper than softmax then einsum, on CPU and in ONNX.
-    kernel = torch.cat([bins.T, torch.ones(1, bins.shape[0], dtype=bins.dtype, device=bins.device)])
-    sums = torch.nn.functional.conv2d(weights, kernel.to(weights.dtype)[:, :, None, None])
-    return sums[:, :2] / sums[:, 2:] / AB_SCALE
+    # normalizer (and the chroma, for R) together: cheaper than softmax then einsum, on CPU and in ONNX.
+    rows = [bins.T, torch.ones(1, bins.shape[0], dtype=bins.dtype, device=bins.device)]
+    if confidence_power:
+        rows.append(bins.norm(dim=1)[None])
+    sums = torch.nn.functional.conv2d(weights, torch.cat(rows).to(weights.dtype)[:, :, None, None])
+    ab = sums[:, :2] / sums[:, 2:3] / AB_SCALE
+    if confidence_power:
+        agreement = (sums[:, :2].norm(dim=1, keepdim=True) / sums[:, 3:].clamp_min(1e-12)).clamp(0.0, 1.0)
+        ab = ab * agreement.pow(confidence_power)
+    return ab
 
 
 @dataclass(frozen=True)
@@ -143,6 +154,10 @@ class Decoding:
             The automatic scale makes up for the timid average of an unsure
             model; near a user's colors the model is sure, and scaling its ab
             would carry them past the truth.
+        confidence_power: shrinks chroma where the likely colors disagree
+            in hue (:func:`annealed_mean`); 0: off. With it, ``chroma_scale``
+            can be higher for the same colorfulness: color moves from unsure
+            regions (false color on neutral surfaces, blotches) to sure ones.
         hint_edge: keeps points to their regions: a lightness step (L units,
             at half the working size) beyond this bounds a point's region, and
             outside its points' regions the automatic result is kept
@@ -157,13 +172,14 @@ class Decoding:
     hint_decay: float = 0.01
     hint_chroma_scale: float = 1.0
     hint_edge: float = 0.0
+    confidence_power: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.refine_hints, bool):
             raise ValueError(f"decoding refine_hints must be true or false, got {self.refine_hints!r}")
         for name, low, high in (("temperature", 0.01, 10.0), ("chroma_scale", 0.0, 10.0),
                                 ("prior_correction", 0.0, 2.0), ("hint_decay", 0.0, 1.0),
-                                ("hint_chroma_scale", 0.0, 10.0), ("hint_edge", 0.0, 100.0)):
+                                ("hint_chroma_scale", 0.0, 10.0), ("hint_edge", 0.0, 100.0), ("confidence_power", 0.0, 8.0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"decoding {name} must be a finite number, got {value!r}")

@@ -23,6 +23,7 @@ CIEDE2000 over those counts wins; "no refinement" is a candidate too.
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import product
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,12 +37,13 @@ from autocolor.data import build_splits
 from autocolor.evaluate import EvaluationError, load_images, sample_indices
 from autocolor.evaluate_hints import sample_categories
 from autocolor.metrics import colorfulness, mean_ciede2000_lab
-from autocolor.pipeline import predict_chroma, to_gray16
+from autocolor.pipeline import resize, to_gray16, working_size
 from autocolor.quantize import Decoding
 
 DEFAULT_TEMPERATURES = settings.TUNE_TEMPERATURES
 DEFAULT_SCALES = settings.TUNE_SCALES
 DEFAULT_BAND = settings.TUNE_BAND
+DEFAULT_POWERS = settings.TUNE_CONFIDENCE_POWERS
 
 
 def choose(rows: list[dict[str, Any]], band: tuple[float, float]) -> dict[str, Any]:
@@ -71,8 +73,9 @@ def tune(
     n: int | None = None,
     seed: int = 0,
     write: bool = False,
+    powers: Sequence[float] = DEFAULT_POWERS,
 ) -> dict[str, Any]:
-    """Score every (temperature, scale) on ``split`` and pick one by the rule."""
+    """Score every (temperature, scale, confidence power) on ``split`` and pick one by the rule."""
     if split == "test":
         raise EvaluationError("tune on the val split (or another that is not the test split): test is for reporting")
     model = load_model(Path(model_dir)).eval()
@@ -87,26 +90,25 @@ def tune(
         raise EvaluationError(f"{data}: the {split} split is empty")
     rgb, gray = load_images(dataset, indices)
     gray16 = to_gray16(gray)
-    lightness = gray16_to_l(gray16)
     truth_lab = rgb_to_lab(rgb)
     truth_cf = colorfulness(rgb).double().mean().item()
     gray_de = mean_ciede2000_lab(rgb_to_lab(gray.expand(-1, 3, -1, -1)), truth_lab).double().mean().item()
-    head = model.head_kind if hasattr(model, "head_kind") else "classification"
-    temps = temperatures if head == "classification" else [model.decoding.temperature]
+    classification = getattr(model, "head_kind", "classification") == "classification"
+    temps = temperatures if classification else [model.decoding.temperature]
+    outputs = _network_outputs(model, gray16_to_l(gray16), size)  # the network runs once; each setting decodes
     rows = []
-    for t in temps:
-        for s in scales:
-            decoding = replace(model.decoding, temperature=float(t), chroma_scale=float(s))
-            de, cf = [], []
-            for start in range(0, len(rgb), 16):
-                part = slice(start, start + 16)
-                ab = predict_chroma(model, lightness[part], size, None, decoding)
-                out = torch.from_numpy(merge_gray_ab(gray16[part], ab, np.float32)).permute(0, 3, 1, 2)
-                de.append(mean_ciede2000_lab(rgb_to_lab(out), truth_lab[part]))
-                cf.append(colorfulness(out))
-            ciede = torch.cat(de).double().mean().item()
-            rows.append({"decoding": decoding.to_dict(), "ciede2000": ciede, "ciede2000_vs_gray": ciede / gray_de,
-                         "colorfulness_ratio": torch.cat(cf).double().mean().item() / truth_cf})
+    for t, s, power in product(temps, scales, powers if classification else [0.0]):
+        decoding = replace(model.decoding, temperature=float(t), chroma_scale=float(s), confidence_power=float(power))
+        de, cf = [], []
+        for start, raw in outputs:
+            part = slice(start, start + len(raw))
+            out = torch.from_numpy(merge_gray_ab(gray16[part], model.decode(raw, decoding).float(), np.float32))
+            out = out.permute(0, 3, 1, 2)
+            de.append(mean_ciede2000_lab(rgb_to_lab(out), truth_lab[part]))
+            cf.append(colorfulness(out))
+        ciede = torch.cat(de).double().mean().item()
+        rows.append({"decoding": decoding.to_dict(), "ciede2000": ciede, "ciede2000_vs_gray": ciede / gray_de,
+                     "colorfulness_ratio": torch.cat(cf).double().mean().item() / truth_cf})
     best = choose(rows, band)
     if write:
         save_decoding(Path(model_dir), Decoding.from_dict(best["decoding"]))
@@ -115,14 +117,24 @@ def tune(
             "chosen": best, "written": write}
 
 
+def _network_outputs(model, lightness: torch.Tensor, size: int, batch: int = 16) -> list[tuple[int, torch.Tensor]]:
+    """``(first index, raw output)`` of each batch of L at the working size of ``size``, as
+    :func:`autocolor.pipeline.predict_chroma` runs the network without hints."""
+    work = working_size(*lightness.shape[-2:], size, model.stride)
+    return [(start, model(resize(lightness[start:start + batch], work)))
+            for start in range(0, len(lightness), batch)]
+
+
 def format_tune(report: dict[str, Any]) -> str:
     lines = [f"{report['split']} split, {report['n_images']} {'whole-scene ' if report['scenes_only'] else ''}"
              f"photos at {report['size']} px; gray copy CIEDE2000 {report['gray_ciede2000']:.3f}", "",
-             "| temperature | chroma scale | CIEDE2000 | x gray | colorfulness ratio |", "|---:|---:|---:|---:|---:|"]
+             "| temperature | chroma scale | confidence power | CIEDE2000 | x gray | colorfulness ratio |",
+             "|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
         d = r["decoding"]
         mark = " **chosen**" if r is report["chosen"] else ""
-        lines.append(f"| {d['temperature']:g} | {d['chroma_scale']:g} | {r['ciede2000']:.3f} | "
+        lines.append(f"| {d['temperature']:g} | {d['chroma_scale']:g} | {d.get('confidence_power', 0):g} | "
+                     f"{r['ciede2000']:.3f} | "
                      f"{r['ciede2000_vs_gray']:.3f} | {r['colorfulness_ratio']:.3f}{mark} |")
     d = report["chosen"]["decoding"]
     lines += ["", f"chosen by the rule (colorfulness in {report['band'][0]:g}-{report['band'][1]:g}, lowest CIEDE2000): "

@@ -166,7 +166,8 @@ class ChromaUNet(ChromaModel):
         decoding = decoding or self.decoding
         if self.head_kind == "regression":
             return output * (AB_SCALE * decoding.chroma_scale)
-        ab = annealed_mean(output.float(), self.bins, decoding.temperature, self._log_prior(decoding))
+        ab = annealed_mean(output.float(), self.bins, decoding.temperature, self._log_prior(decoding),
+                           decoding.confidence_power)
         return ab * (AB_SCALE * decoding.chroma_scale)
 
     def probabilities(self, output: torch.Tensor, decoding: Decoding | None = None) -> torch.Tensor:
