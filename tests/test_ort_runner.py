@@ -103,6 +103,25 @@ def test_whole_photos_match_the_torch_pipeline(colorizers, render_size):
         assert np.abs(got - expected).max() <= 2  # and onnxruntime's float order against PyTorch's
 
 
+def test_the_decoding_s_fusion_and_confidence_power_match_the_torch_pipeline(tmp_path):
+    from autocolor.checkpoint import save_decoding, save_model
+    from autocolor.models import create_model
+    from autocolor.quantize import Decoding
+
+    torch.manual_seed(1)
+    net = create_model("chroma-unet", width=16)
+    net.head.bias.data[:] = torch.randn_like(net.head.bias) * 2  # some color, different at each scale
+    save_model(net, tmp_path / "m")
+    save_decoding(tmp_path / "m", Decoding(temperature=0.5, chroma_scale=3.0, confidence_power=2.0, fusion_size=64))
+    pixels = split_pixels(np.asarray(Image.open(SAMPLES / "boats.jpg")))
+    by_torch = Colorizer.load(tmp_path / "m").colorize_pixels([pixels], 160)[0].astype(int)
+    by_numpy = ort_runner.OrtColorizer.load(tmp_path / "m").colorize_pixels([pixels], 160)[0].astype(int)
+    assert np.abs(by_numpy - by_torch).max() <= 2
+    save_decoding(tmp_path / "m", Decoding(temperature=0.5, chroma_scale=3.0, confidence_power=2.0))
+    unfused = ort_runner.OrtColorizer.load(tmp_path / "m").colorize_pixels([pixels], 160)[0].astype(int)
+    assert np.abs(unfused - by_numpy).max() > 2  # the fusion is not a no-op here
+
+
 def test_sixteen_bits_alpha_and_batches(colorizers):
     _, by_mixed, by_numpy = colorizers
     rng = np.random.default_rng(2)

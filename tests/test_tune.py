@@ -50,7 +50,7 @@ def model_folder(tmp_path_factory):
 
 def test_tune_scores_each_setting_on_whole_scenes_and_writes_the_rule_s_choice(corpus, model_folder):
     report = tune(model_folder, f"folder:{corpus}", temperatures=(0.38, 1.0), scales=(0.5, 1.0, 2.0),
-                  powers=(0.0, 2.0), write=True)
+                  powers=(0.0, 2.0), fusions=(0,), write=True)
     assert report["n_images"] == 2  # the val split's whole scenes, not its cut-outs
     assert len(report["rows"]) == 12
     ratios = {(r["decoding"]["temperature"], r["decoding"]["chroma_scale"], r["decoding"]["confidence_power"]):
@@ -127,7 +127,9 @@ def test_hint_evaluation_levin_improves_with_points_and_automatic_models_draw_on
 def test_tune_decodes_the_network_s_output_as_the_pipeline_does(model_folder):
     import torch
 
-    from autocolor.pipeline import predict_chroma
+    from dataclasses import replace
+
+    from autocolor.pipeline import fuse_chroma, predict_chroma, resize
     from autocolor.tune import _network_outputs
 
     model = load_model(model_folder).eval()
@@ -137,3 +139,15 @@ def test_tune_decodes_the_network_s_output_as_the_pipeline_does(model_folder):
         (start, raw), = _network_outputs(model, lightness, 64)
         assert start == 0 and torch.allclose(model.decode(raw, decoding), predict_chroma(model, lightness, 64, None,
                                                                                            decoding), atol=1e-5)
+        fused = replace(decoding, fusion_size=32)
+        (_, small), = _network_outputs(model, resize(lightness, (64, 64)), 32)
+        expected = fuse_chroma(model.decode(raw, fused), model.decode(small, fused))
+        assert torch.allclose(expected, predict_chroma(model, lightness, 64, None, fused), atol=1e-5)
+        assert not torch.allclose(expected, model.decode(raw, fused), atol=1e-2)  # the fusion changed something
+
+
+def test_tune_scores_the_fusion_size_too(corpus, model_folder):
+    report = tune(model_folder, f"folder:{corpus}", temperatures=(0.5,), scales=(1.0,), powers=(0.0,),
+                  fusions=(0, 128))
+    by_fusion = {r["decoding"]["fusion_size"]: r["ciede2000"] for r in report["rows"]}
+    assert set(by_fusion) == {0, 128} and by_fusion[0] != by_fusion[128]

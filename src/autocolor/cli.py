@@ -189,7 +189,7 @@ def _run_evaluate_hints(args: argparse.Namespace) -> int:
 
 def _add_tune(sub: argparse._SubParsersAction) -> None:
     from autocolor.settings import TUNE_BAND as DEFAULT_BAND
-    from autocolor.settings import TUNE_CONFIDENCE_POWERS
+    from autocolor.settings import TUNE_CONFIDENCE_POWERS, TUNE_FUSION_SIZES
     from autocolor.settings import TUNE_HINT_SCALES
     from autocolor.settings import TUNE_SCALES as DEFAULT_SCALES
     from autocolor.settings import TUNE_TEMPERATURES as DEFAULT_TEMPERATURES
@@ -203,6 +203,8 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scales", default=",".join(map(str, DEFAULT_SCALES)), help="comma-separated chroma scales")
     p.add_argument("--confidence-powers", default=",".join(map(str, TUNE_CONFIDENCE_POWERS)),
                    help="comma-separated powers of the hue agreement that shrinks unsure chroma (0: off)")
+    p.add_argument("--fusion-sizes", default=",".join(map(str, TUNE_FUSION_SIZES)),
+                   help="comma-separated render sizes whose prediction is averaged in (0: none)")
     p.add_argument("--band", default=",".join(map(str, DEFAULT_BAND)),
                    help="colorfulness ratio band the rule keeps (then the lowest CIEDE2000 wins)")
     p.add_argument("--all-photos", action="store_true", help="score cut-outs too, not only whole scenes")
@@ -230,7 +232,8 @@ def _run_tune(args: argparse.Namespace) -> int:
     report = tune(args.model, args.data, split=args.split, temperatures=_numbers(args.temperatures, float,
                   "--temperatures"), scales=_numbers(args.scales, float, "--scales"), band=(band[0], band[1]),
                   scenes_only=not args.all_photos, n=args.n or None, write=args.write,
-                  powers=_numbers(args.confidence_powers, float, "--confidence-powers"))
+                  powers=_numbers(args.confidence_powers, float, "--confidence-powers"),
+                  fusions=_numbers(args.fusion_sizes, int, "--fusion-sizes"))
     print(format_tune(report))
     return 0
 

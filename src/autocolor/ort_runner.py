@@ -45,7 +45,7 @@ from autocolor.settings import DEFAULT_RENDER_SIZE
 # CONFIG_NAME, DECODING_NAME; checkpoint imports torch, so a test checks the copies).
 MODEL_FILES = ("model.safetensors", "config.json", "decoding.json")
 # Salt of the cache key: bump it when the export itself changes (v2: graphs carry metadata).
-CACHE_VERSION = b"autocolor-onnx-v2"
+CACHE_VERSION = b"autocolor-onnx-v3"
 META_PREFIX = "autocolor."
 ONNX_EXTRA = "pip install 'autocolor[onnx]'"
 
@@ -92,7 +92,7 @@ def exported_graph(net) -> bytes:
 
     model = onnx.load_model_from_string(export_onnx_bytes(net))
     facts = {"stride": net.stride, "guided": int(bool(net.guided)), "bins": int(net.bins.shape[0]),
-             "output_stride": OUTPUT_STRIDE}
+             "output_stride": OUTPUT_STRIDE, "fusion_size": int(net.decoding.fusion_size)}
     for key, value in facts.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = META_PREFIX + key, str(value)
@@ -181,6 +181,7 @@ class OrtChroma:
             self.guided = bool(int(facts[META_PREFIX + "guided"]))
             self.bins = int(facts[META_PREFIX + "bins"])
             self.output_stride = int(facts[META_PREFIX + "output_stride"])
+            self.fusion_size = int(facts[META_PREFIX + "fusion_size"])  # the decoding's, applied by the colorizer
         except (KeyError, ValueError):
             raise ValueError("the ONNX graph lacks autocolor's metadata (exported by an older version)") from None
 
@@ -370,6 +371,10 @@ class OrtColorizer:
         size = working_size(h, w, render_size or DEFAULT_RENDER_SIZE, self.model.stride)
         l_work = np.stack([resize_plane(plane, size) for plane in lightness])[:, None]
         ab = self.model.predict_ab(l_work)
+        small = working_size(*size, self.model.fusion_size, self.model.stride) if self.model.fusion_size else None
+        if small is not None and small[0] * small[1] < size[0] * size[1]:  # as autocolor.pipeline.automatic_chroma
+            coarse = self.model.predict_ab(np.stack([resize_plane(plane[0], small) for plane in l_work])[:, None])
+            ab = 0.5 * (ab + np.stack([[resize_plane(c, ab.shape[-2:]) for c in image] for image in coarse]))
         if self.faces:
             ab = _face_prior(lightness, l_work, size, ab)
         return merge_gray_ab(gray, ab * np.float32(saturation), dtype)

@@ -108,12 +108,40 @@ def predict_chroma(
     decoding = decoding or model.decoding
     if guide is not None and bool(guide.mask.any()) and not model.exact_hints:
         ab = _pointed_chroma(model, l_work, guide, decoding)
+    elif guide is None:
+        ab = automatic_chroma(model, l_work, decoding)
     else:
         ab = model.predict_ab(l_work.to(_device_of(model)), guide, decoding).float().cpu()
     if faces and not model.exact_hints and min(h, w) >= FACE_MIN_SIDE:
         skin = face_guide(lightness, size, None if faces is True else faces)
         if skin is not None:
             ab = refine_with_hints(ab, l_work.cpu(), skin, FACE_DECAY)
+    return ab
+
+
+def fusion_working_size(work: tuple[int, int], decoding: Decoding, multiple: int) -> tuple[int, int] | None:
+    """The smaller working size whose prediction ``decoding.fusion_size`` averages in, or None (off,
+    or not smaller than ``work``)."""
+    if not decoding.fusion_size:
+        return None
+    small = working_size(*work, decoding.fusion_size, multiple)
+    return small if small[0] * small[1] < work[0] * work[1] else None
+
+
+def fuse_chroma(ab: torch.Tensor, small_ab: torch.Tensor) -> torch.Tensor:
+    """The mean of the chroma predicted at the working size and at the smaller fusion size
+    (brought to ``ab``'s size): an object seen at two scales gets one answer."""
+    return 0.5 * (ab + F.interpolate(small_ab, size=ab.shape[-2:], mode="bilinear", align_corners=False))
+
+
+def automatic_chroma(model, l_work: torch.Tensor, decoding: Decoding) -> torch.Tensor:
+    """ab without hints, on the CPU: the network at the working size and, with
+    ``decoding.fusion_size``, also at that smaller size, the two averaged."""
+    device = _device_of(model)
+    ab = model.predict_ab(l_work.to(device), None, decoding).float().cpu()
+    small = fusion_working_size(tuple(l_work.shape[-2:]), decoding, model.stride)
+    if small is not None:
+        ab = fuse_chroma(ab, model.predict_ab(resize(l_work, small).to(device), None, decoding).float().cpu())
     return ab
 
 
@@ -128,8 +156,8 @@ def _pointed_chroma(model, l_work: torch.Tensor, guide: Guide, decoding: Decodin
     if decoding.refine_hints:
         ab = refine_with_hints(ab, l_work, guide, decoding.hint_decay, shared=True, stride=REFINE_STRIDE)
     if decoding.hint_edge > 0:
-        automatic = model.predict_ab(l_work.to(device), None, decoding).float().cpu()
-        automatic = F.interpolate(automatic, size=ab.shape[-2:], mode="bilinear", align_corners=False)
+        automatic = F.interpolate(automatic_chroma(model, l_work, decoding), size=ab.shape[-2:], mode="bilinear",
+                                  align_corners=False)
         influence = hint_influence(l_work, guide, ab.shape[-2:], decoding.hint_edge)
         ab = automatic + influence * (ab - automatic)
     return ab

@@ -158,6 +158,11 @@ class Decoding:
             in hue (:func:`annealed_mean`); 0: off. With it, ``chroma_scale``
             can be higher for the same colorfulness: color moves from unsure
             regions (false color on neutral surfaces, blotches) to sure ones.
+        fusion_size: 0 (off), or a render size smaller than the one asked
+            for: the automatic chroma is then the mean of the predictions at
+            both sizes (:func:`autocolor.pipeline.automatic_chroma`), so the
+            output depends less on the render size; ``chroma_scale`` makes up
+            for the mean's muting.
         hint_edge: keeps points to their regions: a lightness step (L units,
             at half the working size) beyond this bounds a point's region, and
             outside its points' regions the automatic result is kept
@@ -173,6 +178,7 @@ class Decoding:
     hint_chroma_scale: float = 1.0
     hint_edge: float = 0.0
     confidence_power: float = 0.0
+    fusion_size: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.refine_hints, bool):
@@ -185,6 +191,10 @@ class Decoding:
                 raise ValueError(f"decoding {name} must be a finite number, got {value!r}")
             if not low <= value <= high:
                 raise ValueError(f"decoding {name} must be in [{low}, {high}], got {value}")
+        size = self.fusion_size
+        if isinstance(size, bool) or not isinstance(size, int) or not (size == 0 or 32 <= size <= 1024):
+            raise ValueError(f"decoding fusion_size must be 0 (off) or an integer render size from 32 to 1024, "
+                             f"got {size!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "Decoding":

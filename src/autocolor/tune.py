@@ -37,13 +37,14 @@ from autocolor.data import build_splits
 from autocolor.evaluate import EvaluationError, load_images, sample_indices
 from autocolor.evaluate_hints import sample_categories
 from autocolor.metrics import colorfulness, mean_ciede2000_lab
-from autocolor.pipeline import resize, to_gray16, working_size
+from autocolor.pipeline import fuse_chroma, resize, to_gray16, working_size
 from autocolor.quantize import Decoding
 
 DEFAULT_TEMPERATURES = settings.TUNE_TEMPERATURES
 DEFAULT_SCALES = settings.TUNE_SCALES
 DEFAULT_BAND = settings.TUNE_BAND
 DEFAULT_POWERS = settings.TUNE_CONFIDENCE_POWERS
+DEFAULT_FUSIONS = settings.TUNE_FUSION_SIZES
 
 
 def choose(rows: list[dict[str, Any]], band: tuple[float, float]) -> dict[str, Any]:
@@ -74,8 +75,9 @@ def tune(
     seed: int = 0,
     write: bool = False,
     powers: Sequence[float] = DEFAULT_POWERS,
+    fusions: Sequence[int] = DEFAULT_FUSIONS,
 ) -> dict[str, Any]:
-    """Score every (temperature, scale, confidence power) on ``split`` and pick one by the rule."""
+    """Score every (temperature, scale, confidence power, fusion size) on ``split`` and pick one by the rule."""
     if split == "test":
         raise EvaluationError("tune on the val split (or another that is not the test split): test is for reporting")
     model = load_model(Path(model_dir)).eval()
@@ -95,15 +97,21 @@ def tune(
     gray_de = mean_ciede2000_lab(rgb_to_lab(gray.expand(-1, 3, -1, -1)), truth_lab).double().mean().item()
     classification = getattr(model, "head_kind", "classification") == "classification"
     temps = temperatures if classification else [model.decoding.temperature]
-    outputs = _network_outputs(model, gray16_to_l(gray16), size)  # the network runs once; each setting decodes
+    l_work = resize(gray16_to_l(gray16), working_size(*gray16.shape[-2:], size, model.stride))
+    # The network runs once a size (the fusion sizes' L from the working size's, as in the pipeline);
+    # each setting only decodes.
+    outputs = {f: _network_outputs(model, l_work, f or size) for f in {0, *fusions}}
     rows = []
-    for t, s, power in product(temps, scales, powers if classification else [0.0]):
-        decoding = replace(model.decoding, temperature=float(t), chroma_scale=float(s), confidence_power=float(power))
+    for t, s, power, fusion in product(temps, scales, powers if classification else [0.0], fusions):
+        decoding = replace(model.decoding, temperature=float(t), chroma_scale=float(s), confidence_power=float(power),
+                           fusion_size=int(fusion))
         de, cf = [], []
-        for start, raw in outputs:
+        for (start, raw), (_, small) in zip(outputs[0], outputs[fusion]):
             part = slice(start, start + len(raw))
-            out = torch.from_numpy(merge_gray_ab(gray16[part], model.decode(raw, decoding).float(), np.float32))
-            out = out.permute(0, 3, 1, 2)
+            ab = model.decode(raw, decoding).float()
+            if fusion and small.shape[-2] * small.shape[-1] < raw.shape[-2] * raw.shape[-1]:  # as the pipeline fuses
+                ab = fuse_chroma(ab, model.decode(small, decoding).float())
+            out = torch.from_numpy(merge_gray_ab(gray16[part], ab, np.float32)).permute(0, 3, 1, 2)
             de.append(mean_ciede2000_lab(rgb_to_lab(out), truth_lab[part]))
             cf.append(colorfulness(out))
         ciede = torch.cat(de).double().mean().item()
@@ -128,13 +136,13 @@ def _network_outputs(model, lightness: torch.Tensor, size: int, batch: int = 16)
 def format_tune(report: dict[str, Any]) -> str:
     lines = [f"{report['split']} split, {report['n_images']} {'whole-scene ' if report['scenes_only'] else ''}"
              f"photos at {report['size']} px; gray copy CIEDE2000 {report['gray_ciede2000']:.3f}", "",
-             "| temperature | chroma scale | confidence power | CIEDE2000 | x gray | colorfulness ratio |",
-             "|---:|---:|---:|---:|---:|---:|"]
+             "| temperature | chroma scale | confidence power | fusion size | CIEDE2000 | x gray | colorfulness ratio |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
         d = r["decoding"]
         mark = " **chosen**" if r is report["chosen"] else ""
         lines.append(f"| {d['temperature']:g} | {d['chroma_scale']:g} | {d.get('confidence_power', 0):g} | "
-                     f"{r['ciede2000']:.3f} | "
+                     f"{d.get('fusion_size', 0) or '-'} | {r['ciede2000']:.3f} | "
                      f"{r['ciede2000_vs_gray']:.3f} | {r['colorfulness_ratio']:.3f}{mark} |")
     d = report["chosen"]["decoding"]
     lines += ["", f"chosen by the rule (colorfulness in {report['band'][0]:g}-{report['band'][1]:g}, lowest CIEDE2000): "
