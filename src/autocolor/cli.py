@@ -204,7 +204,7 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--confidence-powers", default=",".join(map(str, TUNE_CONFIDENCE_POWERS)),
                    help="comma-separated powers of the hue agreement that shrinks unsure chroma (0: off)")
     p.add_argument("--fusion-sizes", default=",".join(map(str, TUNE_FUSION_SIZES)),
-                   help="comma-separated render sizes whose prediction is averaged in (0: none)")
+                   help="comma-separated render sizes whose prediction is averaged in (0: none; fusion costs a second pass)")
     p.add_argument("--band", default=",".join(map(str, DEFAULT_BAND)),
                    help="colorfulness ratio band the rule keeps (then the lowest CIEDE2000 wins)")
     p.add_argument("--all-photos", action="store_true", help="score cut-outs too, not only whole scenes")

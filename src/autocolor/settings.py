@@ -73,7 +73,9 @@ def check_number(name: str, value, bounds: Bounds):
 TUNE_TEMPERATURES = (0.3, 0.38, 0.5, 0.7)
 TUNE_SCALES = (1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0)
 TUNE_CONFIDENCE_POWERS = (0.0, 2.0, 4.0)  # Decoding.confidence_power
-TUNE_FUSION_SIZES = (0, 128)  # Decoding.fusion_size (0: off)
+# Decoding.fusion_size (0: off). Fusion costs a second forward pass (256 px photos: 0.73x the images
+# a second), so by default tune leaves it off; --fusion-sizes 0,128 lets the rule choose it.
+TUNE_FUSION_SIZES = (0,)
 TUNE_BAND = (0.8, 1.2)
 TUNE_HINT_SCALES = (0.6, 0.8, 1.0, 1.25)  # with points the colors are given: the automatic boost may overshoot
 
