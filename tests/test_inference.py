@@ -235,3 +235,13 @@ def test_a_blue_point_on_the_sky_leaves_the_far_side_of_an_edge_alone():
     about 23 here with ``hint_edge`` 0); the shipped decoding keeps points to their regions."""
     _, _, auto, hinted = _sky_over_ground()
     assert np.abs(hinted[1:, 150:192] - auto[1:, 150:192]).mean() < 2.0  # the ground keeps its colors
+
+
+def test_with_a_reference_photo_too_the_far_side_keeps_the_reference_s_colors():
+    c, gray, _, _ = _sky_over_ground()
+    reference = np.zeros((64, 64, 3), np.uint8)
+    reference[..., 0], reference[..., 1], reference[..., 2] = 40, 150, 60  # all green
+    by_reference = _lab(c.colorize(gray, reference=reference))
+    both = _lab(c.colorize(gray, hints=[(128, 40, "#3a78d8")], reference=reference))
+    assert np.abs(both[1:, 150:192] - by_reference[1:, 150:192]).mean() < 2.0  # the ground: the reference's
+    assert both[2, 25:55, 113:143].mean() < by_reference[2, 25:55, 113:143].mean() - 10  # near the point: bluer

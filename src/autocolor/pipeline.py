@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from autocolor.color import STRIP_SIDE, gray16_to_l, merge_gray_ab, saturate_rgb
 from autocolor.faces import FACE_DECAY, Face, face_guide
-from autocolor.guide import Guide, Hints, hint_influence, refine_with_hints
+from autocolor.guide import Guide, Hints, empty_guide, hint_influence, refine_with_hints
 from autocolor.quantize import Decoding
 
 DEFAULT_RENDER_SIZE = 256
@@ -148,7 +148,8 @@ def automatic_chroma(model, l_work: torch.Tensor, decoding: Decoding) -> torch.T
 def _pointed_chroma(model, l_work: torch.Tensor, guide: Guide, decoding: Decoding) -> torch.Tensor:
     """ab with color points: the network at the hint chroma scale, made to agree with the
     points (``refine_hints``), and kept to the regions the points are in (``hint_edge``:
-    elsewhere the automatic result stays, so a point on the sky leaves the ground alone)."""
+    elsewhere the result without points stays, automatic or from the reference photo, so a
+    point on the sky leaves the ground alone)."""
     device = _device_of(model)
     ab = model.predict_ab(l_work.to(device), guide, replace(decoding, chroma_scale=decoding.hint_chroma_scale))
     ab = ab.float().cpu()
@@ -156,10 +157,14 @@ def _pointed_chroma(model, l_work: torch.Tensor, guide: Guide, decoding: Decodin
     if decoding.refine_hints:
         ab = refine_with_hints(ab, l_work, guide, decoding.hint_decay, shared=True, stride=REFINE_STRIDE)
     if decoding.hint_edge > 0:
-        automatic = F.interpolate(automatic_chroma(model, l_work, decoding), size=ab.shape[-2:], mode="bilinear",
-                                  align_corners=False)
+        if guide.reference is None:
+            unpointed = automatic_chroma(model, l_work, decoding)
+        else:  # outside the points' regions, the reference photo still sets the colors
+            only_reference = replace(empty_guide(*guide.mask.shape[:1], *l_work.shape[-2:]), reference=guide.reference)
+            unpointed = model.predict_ab(l_work.to(device), only_reference.to(device), decoding).float().cpu()
+        unpointed = F.interpolate(unpointed, size=ab.shape[-2:], mode="bilinear", align_corners=False)
         influence = hint_influence(l_work, guide, ab.shape[-2:], decoding.hint_edge)
-        ab = automatic + influence * (ab - automatic)
+        ab = unpointed + influence * (ab - unpointed)
     return ab
 
 
