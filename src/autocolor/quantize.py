@@ -185,7 +185,8 @@ class Decoding:
             raise ValueError(f"decoding refine_hints must be true or false, got {self.refine_hints!r}")
         for name, low, high in (("temperature", 0.01, 10.0), ("chroma_scale", 0.0, 10.0),
                                 ("prior_correction", 0.0, 2.0), ("hint_decay", 0.0, 1.0),
-                                ("hint_chroma_scale", 0.0, 10.0), ("hint_edge", 0.0, 100.0), ("confidence_power", 0.0, 8.0)):
+                                ("hint_chroma_scale", 0.0, 10.0), ("hint_edge", 0.0, 100.0),
+                                ("confidence_power", 0.0, 8.0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"decoding {name} must be a finite number, got {value!r}")

@@ -98,8 +98,7 @@ def tune(
     classification = getattr(model, "head_kind", "classification") == "classification"
     temps = temperatures if classification else [model.decoding.temperature]
     l_work = resize(gray16_to_l(gray16), working_size(*gray16.shape[-2:], size, model.stride))
-    # The network runs once a size (the fusion sizes' L from the working size's, as in the pipeline);
-    # each setting only decodes.
+    # The network runs once a size (fusion sizes from the working size's L, as the pipeline); settings only decode.
     outputs = {f: _network_outputs(model, l_work, f or size) for f in {0, *fusions}}
     rows = []
     for t, s, power, fusion in product(temps, scales, powers if classification else [0.0], fusions):
@@ -136,7 +135,8 @@ def _network_outputs(model, lightness: torch.Tensor, size: int, batch: int = 16)
 def format_tune(report: dict[str, Any]) -> str:
     lines = [f"{report['split']} split, {report['n_images']} {'whole-scene ' if report['scenes_only'] else ''}"
              f"photos at {report['size']} px; gray copy CIEDE2000 {report['gray_ciede2000']:.3f}", "",
-             "| temperature | chroma scale | confidence power | fusion size | CIEDE2000 | x gray | colorfulness ratio |",
+             "| temperature | chroma scale | confidence power | fusion size | CIEDE2000 | x gray "
+             "| colorfulness ratio |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
         d = r["decoding"]
