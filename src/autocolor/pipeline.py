@@ -119,12 +119,12 @@ def predict_chroma(
     return ab
 
 
-def fusion_working_size(work: tuple[int, int], decoding: Decoding, multiple: int) -> tuple[int, int] | None:
-    """The smaller working size whose prediction ``decoding.fusion_size`` averages in, or None (off,
-    or not smaller than ``work``)."""
-    if not decoding.fusion_size:
+def fusion_working_size(work: tuple[int, int], fusion_size: int, multiple: int) -> tuple[int, int] | None:
+    """The smaller working size whose prediction a decoding's ``fusion_size`` averages in, or None
+    (0: off, or not smaller than ``work``)."""
+    if not fusion_size:
         return None
-    small = working_size(*work, decoding.fusion_size, multiple)
+    small = working_size(*work, fusion_size, multiple)
     return small if small[0] * small[1] < work[0] * work[1] else None
 
 
@@ -139,7 +139,7 @@ def automatic_chroma(model, l_work: torch.Tensor, decoding: Decoding) -> torch.T
     ``decoding.fusion_size``, also at that smaller size, the two averaged."""
     device = _device_of(model)
     ab = model.predict_ab(l_work.to(device), None, decoding).float().cpu()
-    small = fusion_working_size(tuple(l_work.shape[-2:]), decoding, model.stride)
+    small = fusion_working_size(tuple(l_work.shape[-2:]), decoding.fusion_size, model.stride)
     if small is not None:
         ab = fuse_chroma(ab, model.predict_ab(resize(l_work, small).to(device), None, decoding).float().cpu())
     return ab

@@ -165,8 +165,8 @@ class Decoding:
             for the mean's muting.
         hint_edge: keeps points to their regions: a lightness step (L units,
             at half the working size) beyond this bounds a point's region, and
-            outside its points' regions the automatic result is kept
-            (:func:`autocolor.guide.hint_influence`). 0: off, points may change
+            outside its points' regions the result without points is kept,
+            automatic or from the reference photo (:func:`autocolor.guide.hint_influence`). 0: off, points may change
             the whole image (the network alone carries one point's color far).
     """
 

@@ -37,7 +37,7 @@ from autocolor.data import build_splits
 from autocolor.evaluate import EvaluationError, load_images, sample_indices
 from autocolor.evaluate_hints import sample_categories
 from autocolor.metrics import colorfulness, mean_ciede2000_lab
-from autocolor.pipeline import fuse_chroma, resize, to_gray16, working_size
+from autocolor.pipeline import fuse_chroma, fusion_working_size, resize, to_gray16, working_size
 from autocolor.quantize import Decoding
 
 DEFAULT_TEMPERATURES = settings.TUNE_TEMPERATURES
@@ -83,14 +83,7 @@ def tune(
     model = load_model(Path(model_dir)).eval()
     if model.predicts != "ab":
         raise EvaluationError(f"{model_dir}: only chroma models have a decoding to tune")
-    dataset = getattr(build_splits(data, size, seed), split)
-    indices = sample_indices(len(dataset), n, seed)
-    if scenes_only:
-        categories = sample_categories(data, split, size, seed, indices)
-        indices = [i for i, c in zip(indices, categories) if c not in ("cutout", "?")] or indices
-    if not indices:
-        raise EvaluationError(f"{data}: the {split} split is empty")
-    rgb, gray = load_images(dataset, indices)
+    rgb, gray, indices = _sample(data, split, size, n, seed, scenes_only)
     gray16 = to_gray16(gray)
     truth_lab = rgb_to_lab(rgb)
     truth_cf = colorfulness(rgb).double().mean().item()
@@ -99,17 +92,20 @@ def tune(
     temps = temperatures if classification else [model.decoding.temperature]
     l_work = resize(gray16_to_l(gray16), working_size(*gray16.shape[-2:], size, model.stride))
     # The network runs once a size (fusion sizes from the working size's L, as the pipeline); settings only decode.
-    outputs = {f: _network_outputs(model, l_work, f or size) for f in {0, *fusions}}
+    outputs = {0: _network_outputs(model, l_work, size)}
+    outputs.update({f: _network_outputs(model, l_work, f) for f in fusions
+                    if fusion_working_size(tuple(l_work.shape[-2:]), f, model.stride) is not None})
     rows = []
     for t, s, power, fusion in product(temps, scales, powers if classification else [0.0], fusions):
         decoding = replace(model.decoding, temperature=float(t), chroma_scale=float(s), confidence_power=float(power),
                            fusion_size=int(fusion))
         de, cf = [], []
-        for (start, raw), (_, small) in zip(outputs[0], outputs[fusion]):
+        coarse = outputs.get(fusion) if fusion else None  # None where the pipeline would not fuse either
+        for i, (start, raw) in enumerate(outputs[0]):
             part = slice(start, start + len(raw))
             ab = model.decode(raw, decoding).float()
-            if fusion and small.shape[-2] * small.shape[-1] < raw.shape[-2] * raw.shape[-1]:  # as the pipeline fuses
-                ab = fuse_chroma(ab, model.decode(small, decoding).float())
+            if coarse is not None:
+                ab = fuse_chroma(ab, model.decode(coarse[i][1], decoding).float())
             out = torch.from_numpy(merge_gray_ab(gray16[part], ab, np.float32)).permute(0, 3, 1, 2)
             de.append(mean_ciede2000_lab(rgb_to_lab(out), truth_lab[part]))
             cf.append(colorfulness(out))
@@ -122,6 +118,19 @@ def tune(
     return {"model": str(model_dir), "data": data, "split": split, "size": size, "n_images": len(indices),
             "scenes_only": scenes_only, "band": list(band), "gray_ciede2000": gray_de, "rows": rows,
             "chosen": best, "written": write}
+
+
+def _sample(data: str, split: str, size: int, n: int | None, seed: int, scenes_only: bool):
+    """RGB and gray ``(N, C, size, size)`` of the seeded sample of ``split`` (whole scenes only, if
+    asked and there are any) and the indices drawn."""
+    dataset = getattr(build_splits(data, size, seed), split)
+    indices = sample_indices(len(dataset), n, seed)
+    if scenes_only:
+        categories = sample_categories(data, split, size, seed, indices)
+        indices = [i for i, c in zip(indices, categories) if c not in ("cutout", "?")] or indices
+    if not indices:
+        raise EvaluationError(f"{data}: the {split} split is empty")
+    return (*load_images(dataset, indices), indices)
 
 
 def _network_outputs(model, lightness: torch.Tensor, size: int, batch: int = 16) -> list[tuple[int, torch.Tensor]]:
