@@ -141,3 +141,28 @@ def test_old_model_folders_keep_their_decoding_in_the_model_kwargs(tmp_path):
     config["kwargs"].update(temperature=0.5, chroma_scale=1.5)  # as folders were written before decoding.json
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert load_model(tmp_path).decoding == Decoding(temperature=0.5, chroma_scale=1.5)
+
+
+def test_for_inference_folds_the_batch_norms_and_keeps_the_outputs():
+    from autocolor.models.base import for_inference
+
+    torch.manual_seed(0)
+    model = create_model("chroma-unet", width=16, guided=True)
+    for module in model.modules():  # trained-looking statistics, so the folding has something to fold
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+    model.eval()
+    lightness = torch.rand(2, 1, 64, 96) * 100
+    hint, mask = point_hints(torch.full((2, 64, 96), 20.0), [(10, 20)], 5)
+    guide = make_guide(lightness, torch.stack([hint, hint]), torch.stack([mask, mask]))
+    with torch.no_grad():
+        before = model.predict_ab(lightness), model.predict_ab(lightness, guide)
+        fast = for_inference(model)
+        after = fast.predict_ab(lightness), fast.predict_ab(lightness, guide)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    convs = [p for p in fast.parameters() if p.dim() == 4]
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    for b, a in zip(before, after):
+        assert torch.allclose(b, a, atol=1e-3), (b - a).abs().max()

@@ -191,6 +191,7 @@ class Colorizer:
             SetupError: the device or the backend is not available here.
         """
         from autocolor.checkpoint import WEIGHTS_NAME, CheckpointError, load_model
+        from autocolor.models.base import for_inference
 
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -214,7 +215,7 @@ class Colorizer:
             )
         net = load_model(folder).eval()
         if backend == "torch":
-            return cls(net.to(device), device=device, name=str(folder))
+            return cls(for_inference(net).to(device), device=device, name=str(folder))
         return cls(_onnx_runner(folder, net), device="cpu", name=str(folder))
 
     # -- arrays

@@ -17,6 +17,7 @@ from typing import ClassVar, Literal
 
 import torch
 import torch.nn as nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from autocolor.quantize import Decoding
 
@@ -39,3 +40,22 @@ class RGBModel(nn.Module):
     fixed_size: ClassVar[int | None] = None
     stride: ClassVar[int] = 16  # working sizes are rounded to multiples of this
     guided: bool = False
+
+
+def for_inference(model: nn.Module) -> nn.Module:
+    """``model`` made ready to colorize, in place: in eval mode, each convolution
+    directly followed by a batch norm folded into one convolution
+    (:func:`torch.nn.utils.fusion.fuse_conv_bn_eval`), and the weights laid out
+    channels-last, the layout oneDNN's CPU convolutions run fastest. The
+    outputs are the same up to float rounding. Not for training or saving
+    afterwards: the batch norms are gone from its state dict.
+    """
+    model.eval()
+    for module in model.modules():
+        names = list(module._modules)
+        for first, second in zip(names, names[1:]):
+            conv, norm = module._modules[first], module._modules[second]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and norm.running_mean is not None:
+                module._modules[first] = fuse_conv_bn_eval(conv, norm)
+                module._modules[second] = nn.Identity()
+    return model.to(memory_format=torch.channels_last)
