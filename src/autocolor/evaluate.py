@@ -44,6 +44,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from autocolor.checkpoint import CONFIG_NAME, atomic_write_bytes, checkpoint_candidates, load_model
+from autocolor.models.base import for_inference
 from autocolor.color import gray16_to_l, gray_to_rgb, merge_gray_ab, rgb_to_lab, saturate_rgb
 from autocolor.data import build_splits
 from autocolor.errors import AutocolorError
@@ -86,6 +87,7 @@ class ModelEntry:
     label: str
     model: nn.Module | None
     source: str
+    trained_parameters: int | None = None  # counted before for_inference folded the batch norms away
 
     @property
     def kind(self) -> str:
@@ -93,6 +95,8 @@ class ModelEntry:
 
     @property
     def parameters(self) -> int:
+        if self.trained_parameters is not None:
+            return self.trained_parameters
         return 0 if self.model is None else count_parameters(self.model)
 
 
@@ -140,8 +144,9 @@ def resolve_model(spec: str, device: torch.device | str = "cpu") -> ModelEntry:
     if not path.exists():
         raise EvaluationError(f"{spec}: no model folder at {path} (specs: gray, default, FOLDER, LABEL=FOLDER)")
     folder = _model_folder(path)
-    model = load_model(folder).to(device).eval()
-    return ModelEntry(label, model, str(folder))
+    model = load_model(folder)
+    count = count_parameters(model)
+    return ModelEntry(label, for_inference(model).to(device), str(folder), count)
 
 
 def resolve_models(specs: Sequence[str], device: torch.device | str = "cpu") -> list[ModelEntry]:

@@ -32,6 +32,7 @@ import torch
 
 from autocolor import settings
 from autocolor.checkpoint import load_model, save_decoding
+from autocolor.models.base import for_inference
 from autocolor.color import gray16_to_l, merge_gray_ab, rgb_to_lab
 from autocolor.data import build_splits
 from autocolor.evaluate import EvaluationError, load_images, sample_indices
@@ -80,7 +81,7 @@ def tune(
     """Score every (temperature, scale, confidence power, fusion size) on ``split`` and pick one by the rule."""
     if split == "test":
         raise EvaluationError("tune on the val split (or another that is not the test split): test is for reporting")
-    model = load_model(Path(model_dir)).eval()
+    model = for_inference(load_model(Path(model_dir)))
     if model.predicts != "ab":
         raise EvaluationError(f"{model_dir}: only chroma models have a decoding to tune")
     rgb, gray, indices = _sample(data, split, size, n, seed, scenes_only)
@@ -176,7 +177,7 @@ def tune_hints(model_dir: str | Path, data: str, split: str = "val", decays: Seq
 
     if split == "test":
         raise EvaluationError("tune on the val split (or another that is not the test split): test is for reporting")
-    model = load_model(Path(model_dir)).eval()
+    model = for_inference(load_model(Path(model_dir)))
     if not model.guided:
         raise EvaluationError(f"{model_dir}: not a hint-aware model; nothing to tune for hints")
     candidates = []
