@@ -113,3 +113,26 @@ def test_bad_hints_are_refused_with_what_is_wrong():
         Hints.build(scribble=np.zeros((10, 10, 4), np.uint8)).check(48, 64)
     with pytest.raises(HintError, match="needs an alpha channel"):
         Hints.build(scribble=np.zeros((48, 64, 3), np.uint8))
+
+
+def test_hint_flip_makes_the_pointed_result_mirror_symmetric():
+    from dataclasses import replace
+
+    from autocolor.guide import Hints, flip_guide
+    from autocolor.models import create_model
+    from autocolor.pipeline import predict_chroma, resize, working_size
+
+    torch.manual_seed(0)
+    model = create_model("chroma-unet", width=16, guided=True).eval()
+    for p in model.parameters():  # an untrained guided model ignores hints: wake the hint layers up
+        if p.dim() == 4 and not p.abs().sum():
+            p.data.normal_(0, 0.1)
+    lightness = torch.rand(1, 1, 64, 96) * 100
+    l_work = resize(lightness, working_size(64, 96, 96, model.stride))
+    guide = Hints.build([(20, 10, "#3a78d8"), (70, 50, "#d8783a")]).guide(l_work, (64, 96), model.bins)
+    for flip in (False, True):
+        model.decoding = replace(model.decoding, hint_flip=flip, refine_hints=False, hint_edge=0.0)
+        ab = predict_chroma(model, lightness, 96, guide)
+        ab_mirrored = predict_chroma(model, lightness.flip(-1), 96, flip_guide(guide))
+        gap = (ab - ab_mirrored.flip(-1)).abs().max().item()
+        assert (gap < 1e-4) == flip, (flip, gap)  # the network alone is not: its stride-2 convolutions are not

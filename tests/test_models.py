@@ -64,7 +64,7 @@ def test_chroma_decoding_knobs():
 @pytest.mark.parametrize("bad", [{"temperature": 0}, {"temperature": "hot"}, {"chroma_scale": float("nan")},
                                  {"prior_correction": float("inf")}, {"chroma_scale": -1}, {"warmth": 1},
                                  {"fusion_size": 16}, {"fusion_size": 128.0}, {"fusion_size": True},
-                                 {"confidence_power": -1}, {"hint_edge": float("nan")}])
+                                 {"confidence_power": -1}, {"hint_edge": float("nan")}, {"hint_flip": 1}])
 def test_decoding_refuses_bad_settings(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         Decoding.from_dict(bad)

@@ -63,6 +63,11 @@ class Guide:
         return Guide(move(self.ab), move(self.mask), move(self.spread), move(self.reference))
 
 
+def flip_guide(guide: Guide) -> Guide:
+    """The hints of the left-right mirrored image (the reference photo's colors stay as they are)."""
+    return Guide(guide.ab.flip(-1), guide.mask.flip(-1), guide.spread.flip(-1), guide.reference)
+
+
 def empty_guide(batch: int, height: int, width: int, device: torch.device | str = "cpu") -> Guide:
     """No hints: what the automatic mode sees."""
     return Guide(

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from autocolor.color import STRIP_SIDE, gray16_to_l, merge_gray_ab, saturate_rgb
 from autocolor.faces import FACE_DECAY, Face, face_guide
-from autocolor.guide import Guide, Hints, empty_guide, hint_influence, refine_with_hints
+from autocolor.guide import Guide, Hints, empty_guide, flip_guide, hint_influence, refine_with_hints
 from autocolor.quantize import Decoding
 
 DEFAULT_RENDER_SIZE = 256
@@ -151,8 +151,11 @@ def _pointed_chroma(model, l_work: torch.Tensor, guide: Guide, decoding: Decodin
     elsewhere the result without points stays, automatic or from the reference photo, so a
     point on the sky leaves the ground alone)."""
     device = _device_of(model)
-    ab = model.predict_ab(l_work.to(device), guide, replace(decoding, chroma_scale=decoding.hint_chroma_scale))
-    ab = ab.float().cpu()
+    pointed = replace(decoding, chroma_scale=decoding.hint_chroma_scale)
+    ab = model.predict_ab(l_work.to(device), guide, pointed).float().cpu()
+    if decoding.hint_flip:
+        mirrored = model.predict_ab(l_work.flip(-1).to(device), flip_guide(guide), pointed).float().cpu()
+        ab = 0.5 * (ab + mirrored.flip(-1))
     guide = guide.to("cpu")
     if decoding.refine_hints:
         ab = refine_with_hints(ab, l_work, guide, decoding.hint_decay, shared=True, stride=REFINE_STRIDE)

@@ -168,6 +168,9 @@ class Decoding:
             outside its points' regions the result without points is kept,
             automatic or from the reference photo (:func:`autocolor.guide.hint_influence`). 0: off, points may change
             the whole image (the network alone carries one point's color far).
+        hint_flip: with points, also predict on the mirrored photo and its
+            mirrored points and average the two (test-time augmentation: one
+            more pass an edit, a little less error).
     """
 
     temperature: float = 0.38
@@ -179,10 +182,12 @@ class Decoding:
     hint_edge: float = 0.0
     confidence_power: float = 0.0
     fusion_size: int = 0
+    hint_flip: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.refine_hints, bool):
-            raise ValueError(f"decoding refine_hints must be true or false, got {self.refine_hints!r}")
+        for name in ("refine_hints", "hint_flip"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"decoding {name} must be true or false, got {getattr(self, name)!r}")
         for name, low, high in (("temperature", 0.01, 10.0), ("chroma_scale", 0.0, 10.0),
                                 ("prior_correction", 0.0, 2.0), ("hint_decay", 0.0, 1.0),
                                 ("hint_chroma_scale", 0.0, 10.0), ("hint_edge", 0.0, 100.0),

@@ -156,7 +156,8 @@ def format_tune(report: dict[str, Any]) -> str:
                      f"{r['ciede2000_vs_gray']:.3f} | {r['colorfulness_ratio']:.3f}{mark} |")
     d = report["chosen"]["decoding"]
     lines += ["", f"chosen by the rule (colorfulness in {report['band'][0]:g}-{report['band'][1]:g}, lowest CIEDE2000): "
-              f"temperature {d['temperature']:g}, chroma scale {d['chroma_scale']:g}"
+              f"temperature {d['temperature']:g}, chroma scale {d['chroma_scale']:g}, "
+              f"confidence power {d.get('confidence_power', 0):g}, fusion size {d.get('fusion_size', 0) or 'off'}"
               + (" (written to decoding.json)" if report["written"] else " (not written; --write saves it)")]
     return "\n".join(lines)
 

@@ -180,7 +180,8 @@ class ChromaUNet(ChromaModel):
         return torch.softmax(logits, dim=1)
 
     def predict_ab(self, lightness: torch.Tensor, guide=None, decoding: Decoding | None = None) -> torch.Tensor:
-        return self.decode(self(lightness, guide), decoding)
+        # contiguous: after for_inference the output is channels-last, which would slow the big upsampling after
+        return self.decode(self(lightness, guide), decoding).contiguous()
 
 
 def _no_guide(lightness: torch.Tensor):
