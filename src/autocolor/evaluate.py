@@ -44,12 +44,12 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from autocolor.checkpoint import CONFIG_NAME, atomic_write_bytes, checkpoint_candidates, load_model
-from autocolor.models.base import for_inference
 from autocolor.color import gray16_to_l, gray_to_rgb, merge_gray_ab, rgb_to_lab, saturate_rgb
 from autocolor.data import build_splits
 from autocolor.errors import AutocolorError
 from autocolor.metrics import colorfulness, mean_ciede2000_lab, psnr, ssim
 from autocolor.models import available_models, count_parameters
+from autocolor.models.base import for_inference
 from autocolor.pipeline import colorize_tensor, predict_chroma, to_gray16
 from autocolor.validation import save_png
 

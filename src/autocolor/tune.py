@@ -32,12 +32,12 @@ import torch
 
 from autocolor import settings
 from autocolor.checkpoint import load_model, save_decoding
-from autocolor.models.base import for_inference
 from autocolor.color import gray16_to_l, merge_gray_ab, rgb_to_lab
 from autocolor.data import build_splits
 from autocolor.evaluate import EvaluationError, load_images, sample_indices
 from autocolor.evaluate_hints import sample_categories
 from autocolor.metrics import colorfulness, mean_ciede2000_lab
+from autocolor.models.base import for_inference
 from autocolor.pipeline import fuse_chroma, fusion_working_size, resize, to_gray16, working_size
 from autocolor.quantize import Decoding
 
