@@ -1,11 +1,14 @@
 import pickle
 import shutil
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from autocolor.color import rgb_to_gray
-from autocolor.data import DatasetError, build_splits, check_cifar_batch, load_cifar10, parse_spec, set_epoch
+from autocolor.data import (CUTOUT_GRAY, DatasetError, build_splits, check_cifar_batch, cutout_background, load_cifar10,
+                            parse_spec, set_epoch)
 
 
 def test_cifar_reference_split_is_80_20_of_everything(cifar_root):
@@ -84,6 +87,51 @@ def test_folder_is_recursive_and_augmentation_is_reproducible(folder_root):
     a2, _ = splits.train[5]
     assert torch.equal(a1, a2)  # same (seed, epoch, index): same crop
     assert not torch.equal(a1, b)  # a new epoch draws a new crop
+
+
+def _cutout(size: int = 96) -> np.ndarray:
+    """A red disk on the corpus's flat gray, with a hole of the same gray inside it."""
+    yy, xx = np.mgrid[:size, :size]
+    image = np.full((size, size, 3), CUTOUT_GRAY, np.uint8)
+    image[(yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2] = (200, 40, 30)
+    image[size // 2 - 4:size // 2 + 4, size // 2 - 4:size // 2 + 4] = CUTOUT_GRAY
+    return image
+
+
+def test_cutout_background_is_the_gray_that_touches_the_border():
+    image = _cutout()
+    mask = cutout_background(torch.from_numpy(image).permute(2, 0, 1))[0]
+    assert mask[0, 0] == 1 and mask[-1, -1] == 1  # the corners are background
+    assert mask[48, 48] == 0  # the gray hole inside the object is the object's own
+    assert mask[48, 30] == 0  # so is the disk
+    red = torch.from_numpy((image == (200, 40, 30)).all(axis=-1))
+    assert 0 < float(mask[red].mean()) < 0.1  # only the one-pixel ring at the disk's edge is taken in
+    photo = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    assert cutout_background(torch.from_numpy(photo).permute(2, 0, 1)) is None  # a photo, not a cut-out
+
+
+def test_composite_puts_a_scene_behind_cutouts_only(tmp_path):
+    Image.fromarray(_cutout()).save(tmp_path / "a_cutout.png")
+    scene = np.zeros((96, 96, 3), np.uint8)
+    scene[..., 2] = 220  # a blue scene: no flat gray
+    Image.fromarray(scene).save(tmp_path / "b_scene.png")
+    for split in ("val", "test"):
+        (tmp_path / split).mkdir()
+        Image.fromarray(scene).save(tmp_path / split / "x.png")
+    (tmp_path / "train").mkdir()
+    for name in ("a_cutout.png", "b_scene.png"):
+        (tmp_path / name).rename(tmp_path / "train" / name)
+    plain = build_splits(f"folder:{tmp_path}", 64, crop_min_scale=1.0).train
+    pasted = build_splits(f"folder:{tmp_path}", 64, crop_min_scale=1.0, composite=1.0).train
+    corner = lambda rgb: rgb[:, :4, :4].mean(dim=(1, 2))  # noqa: E731
+    assert torch.allclose(corner(plain[0][0]), torch.full((3,), CUTOUT_GRAY / 255), atol=0.02)
+    assert corner(pasted[0][0])[2] > 0.8 and corner(pasted[0][0])[0] < 0.05  # the scene's blue behind the object
+    center_red = pasted[0][0][:, 20:28, 28:36].mean(dim=(1, 2))
+    assert center_red[0] > 0.7  # the object stays
+    assert torch.equal(pasted[0][0], pasted[0][0])  # reproducible: same (seed, epoch, index)
+    assert torch.equal(pasted[1][0], plain[1][0])  # a scene is left as it is
+    with pytest.raises(DatasetError, match="folder"):
+        build_splits(f"pairs:{tmp_path}", 64, composite=0.5)
 
 
 def test_bad_specs_and_folders(tmp_path):

@@ -90,6 +90,8 @@ def test_resume_skips_a_damaged_latest_checkpoint(tmp_path, folder_root, capsys)
 def test_config_errors():
     with pytest.raises(TrainingError, match="exactly one of steps or epochs"):
         TrainConfig(model="cae", data="folder:x", out="y").resolved()
+    with pytest.raises(TrainingError, match=r"composite must be in \[0, 1\], got 1.5"):
+        TrainConfig(model="cae", data="folder:x", out="y", steps=1, composite=1.5).resolved()
     with pytest.raises(TrainingError, match="predicts RGB"):
         ColorizationLoss("ce", create_model("cae"))
     cfg = TrainConfig(model="cae", data="folder:x", out="y", steps=10, schedule="cosine", warmup_steps=2).resolved()

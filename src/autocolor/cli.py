@@ -29,6 +29,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rebalance-mix", type=float, default=0.5, help="class-rebalancing lambda for the ce loss")
     p.add_argument("--crop-min-scale", type=float, default=0.35,
                    help="smallest training crop as a share of the photo's area (small: objects seen larger)")
+    p.add_argument("--composite", type=float, default=0.0,
+                   help="share of cut-outs (objects on flat gray) pasted onto a whole-scene training photo")
     p.add_argument("--gan-weight", type=float, default=0.0,
                    help="add a PatchGAN term with this weight (chroma models; 0: off)")
     p.add_argument("--init", metavar="FOLDER", help="start from a trained model folder's weights (fine-tuning)")
@@ -66,7 +68,8 @@ def _run_train(args: argparse.Namespace) -> int:
         model=args.model, data=args.data, out=args.out, steps=args.steps, epochs=args.epochs,
         batch_size=args.batch_size, image_size=args.image_size, model_kwargs=kwargs, loss=args.loss,
         lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule, warmup_steps=args.warmup_steps,
-        rebalance_mix=args.rebalance_mix, crop_min_scale=args.crop_min_scale, gan_weight=args.gan_weight,
+        rebalance_mix=args.rebalance_mix, crop_min_scale=args.crop_min_scale, composite=args.composite,
+        gan_weight=args.gan_weight,
         init=args.init, seed=args.seed, split=args.split, download=args.download,
         verify_cifar=not args.no_verify, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
         workers=args.workers, device=args.device, time_limit_min=args.time_limit,

@@ -46,6 +46,7 @@ class Augment:
     size: int
     train: bool
     min_scale: float = 0.35  # smallest crop area, as a share of the image
+    composite: float = 0.0  # share of cut-out samples pasted onto a whole-scene photo (folders only)
 
 
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
@@ -120,11 +121,41 @@ def read_gray_uint8(path: Path) -> torch.Tensor:
     return (rgb_to_gray(rgb) * 255.0).round().to(torch.uint8)
 
 
+# Cut-outs: ``autocolor data photos`` lays photos with transparency on this flat gray (photos.BACKGROUND).
+CUTOUT_GRAY = 160
+CUTOUT_TOLERANCE = 6  # per channel, for JPEG noise on the flat gray
+CUTOUT_MIN_SHARE = 0.05  # of the pixels, background touching the border, for a photo to count as a cut-out
+
+
+def cutout_background(image: torch.Tensor) -> torch.Tensor | None:
+    """The flat gray around a cut-out: ``(1, H, W)`` float mask (1 = background) of the
+    pixels within ``CUTOUT_TOLERANCE`` of ``CUTOUT_GRAY`` that connect to the image's border,
+    grown by one pixel to take in the gray fringe of the object's antialiased edge. None
+    for a photo that is not a cut-out (less than ``CUTOUT_MIN_SHARE`` of such background).
+
+    Args:
+        image: ``(3, H, W)`` uint8 RGB.
+    """
+    from scipy import ndimage
+
+    near = ((image.int() - CUTOUT_GRAY).abs() <= CUTOUT_TOLERANCE).all(dim=0).numpy()
+    labels, _ = ndimage.label(near)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    background = np.isin(labels, border[border > 0])
+    if background.mean() < CUTOUT_MIN_SHARE:
+        return None
+    background = ndimage.binary_dilation(background)
+    return torch.from_numpy(background).float().unsqueeze(0)
+
+
 class FolderDataset(EpochAware, Dataset):
     """Color photos in a folder tree; gray is made from each on the fly.
 
     Decoded images are kept in memory after first use (a few hundred photos at
     512 px take well under a gigabyte), so epochs after the first skip decoding.
+    With ``aug.composite``, that share of the cut-out samples (objects on the
+    corpus's flat gray) get a random crop of a whole-scene photo of the same
+    folder behind them instead, so objects are also seen in context.
     """
 
     def __init__(self, files: Sequence[Path], aug: Augment, seed: int = 0, cache: bool = True) -> None:
@@ -132,6 +163,11 @@ class FolderDataset(EpochAware, Dataset):
         self.aug = aug
         self.seed = seed
         self.cache: dict[int, torch.Tensor] | None = {} if cache else None
+        self.backgrounds: list[torch.Tensor | None] = []
+        self.scenes: list[int] = []
+        if aug.train and aug.composite > 0:
+            self.backgrounds = [cutout_background(self._load(i)) for i in range(len(self.files))]
+            self.scenes = [i for i, mask in enumerate(self.backgrounds) if mask is None]
 
     def __len__(self) -> int:
         return len(self.files)
@@ -146,7 +182,17 @@ class FolderDataset(EpochAware, Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         gen = sample_generator(self.seed, self.epoch, index)
-        rgb = apply_augment(self._load(index), self.aug, gen).float() / 255.0
+        image = self._load(index)
+        mask = self.backgrounds[index] if self.backgrounds else None
+        if mask is None or not self.scenes or torch.rand(1, generator=gen).item() >= self.aug.composite:
+            rgb = apply_augment(image, self.aug, gen).float() / 255.0
+            return rgb, rgb_to_gray(rgb)
+        # One crop for the object and its mask, another of a random scene behind it.
+        both = apply_augment(torch.cat([image.float() / 255.0, mask]), self.aug, gen)
+        obj, mask = both[:3], both[3:]
+        scene_index = self.scenes[int(torch.randint(len(self.scenes), (1,), generator=gen))]
+        scene = apply_augment(self._load(scene_index), self.aug, gen).float() / 255.0
+        rgb = (obj * (1 - mask) + scene * mask).clamp(0, 1)
         return rgb, rgb_to_gray(rgb)
 
 
@@ -349,6 +395,7 @@ def build_splits(
     download: bool = False,
     verify_cifar: bool = True,
     crop_min_scale: float = 0.35,
+    composite: float = 0.0,
 ) -> Splits:
     """Train/val/test datasets for a data spec at crop size ``size``.
 
@@ -358,10 +405,14 @@ def build_splits(
     ``crop_min_scale`` to all of a photo's area, resized to ``size``: small
     values show objects at the larger sizes a higher render size gives them. Folders with ``train/``, ``val/``
     and ``test/`` subfolders (as ``autocolor data photos`` writes them) keep
-    them; other folders are split 80/10/10 by file with ``seed``.
+    them; other folders are split 80/10/10 by file with ``seed``. ``composite``: the share of a
+    folder's cut-out training samples given a whole-scene background (see :class:`FolderDataset`).
     """
     kind, root = parse_spec(spec)
-    train_aug, eval_aug = Augment(size, train=True, min_scale=crop_min_scale), Augment(size, train=False)
+    if composite and kind != "folder":
+        raise DatasetError(f"composite needs a folder of photos (folder:DIR), not {kind}:")
+    train_aug = Augment(size, train=True, min_scale=crop_min_scale, composite=composite)
+    eval_aug = Augment(size, train=False)
     if kind == "cifar10":
         return _cifar10_splits(root, train_aug, eval_aug, seed, split, download, verify_cifar)
     if not root.is_dir():

@@ -70,6 +70,7 @@ class TrainConfig:
     warmup_steps: int = 0
     rebalance_mix: float = 0.5  # lambda in Zhang et al.'s class rebalancing
     crop_min_scale: float = 0.35  # smallest training crop, as a share of the photo's area
+    composite: float = 0.0  # share of cut-out samples given a whole-scene background (folder data)
     gan_weight: float = 0.0  # weight of the PatchGAN term on ab (chroma models); 0: off
     init: str | None = None  # model folder whose weights start the run (fine-tuning: fresh optimizer)
     seed: int = 0
@@ -100,6 +101,8 @@ class TrainConfig:
             raise TrainingError(f"unknown schedule {cfg.schedule!r}")
         if not 0.01 <= cfg.crop_min_scale <= 1.0:
             raise TrainingError(f"crop_min_scale must be in [0.01, 1], got {cfg.crop_min_scale}")
+        if not 0.0 <= cfg.composite <= 1.0:
+            raise TrainingError(f"composite must be in [0, 1], got {cfg.composite}")
         if cfg.gan_weight < 0:
             raise TrainingError(f"gan_weight must be 0 (off) or positive, got {cfg.gan_weight}")
         return cfg
@@ -252,7 +255,7 @@ def _set_up(cfg: TrainConfig, info: DistInfo, device: torch.device) -> _Run:
     """Data, model, loss and optimizers (and the discriminator), all from the seed."""
     torch.manual_seed(cfg.seed)
     splits = build_splits(cfg.data, cfg.image_size, cfg.seed, cfg.split, cfg.download, cfg.verify_cifar,
-                          cfg.crop_min_scale)
+                          cfg.crop_min_scale, cfg.composite)
     model = _build_model(cfg)
     if cfg.batch_size % info.world:
         raise TrainingError(f"batch size {cfg.batch_size} does not split over {info.world} processes")
