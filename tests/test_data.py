@@ -7,8 +7,9 @@ import torch
 from PIL import Image
 
 from autocolor.color import rgb_to_gray
-from autocolor.data import (CUTOUT_GRAY, DatasetError, build_splits, check_cifar_batch, cutout_background, load_cifar10,
-                            parse_spec, set_epoch)
+from autocolor.data import (DatasetError, build_splits, check_cifar_batch, cutout_background, load_cifar10, parse_spec,
+                            set_epoch)
+from autocolor.photos import BACKGROUND
 
 
 def test_cifar_reference_split_is_80_20_of_everything(cifar_root):
@@ -92,9 +93,9 @@ def test_folder_is_recursive_and_augmentation_is_reproducible(folder_root):
 def _cutout(size: int = 96) -> np.ndarray:
     """A red disk on the corpus's flat gray, with a hole of the same gray inside it."""
     yy, xx = np.mgrid[:size, :size]
-    image = np.full((size, size, 3), CUTOUT_GRAY, np.uint8)
+    image = np.full((size, size, 3), BACKGROUND, np.uint8)
     image[(yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2] = (200, 40, 30)
-    image[size // 2 - 4:size // 2 + 4, size // 2 - 4:size // 2 + 4] = CUTOUT_GRAY
+    image[size // 2 - 4:size // 2 + 4, size // 2 - 4:size // 2 + 4] = BACKGROUND
     return image
 
 
@@ -111,20 +112,16 @@ def test_cutout_background_is_the_gray_that_touches_the_border():
 
 
 def test_composite_puts_a_scene_behind_cutouts_only(tmp_path):
-    Image.fromarray(_cutout()).save(tmp_path / "a_cutout.png")
     scene = np.zeros((96, 96, 3), np.uint8)
     scene[..., 2] = 220  # a blue scene: no flat gray
-    Image.fromarray(scene).save(tmp_path / "b_scene.png")
-    for split in ("val", "test"):
+    for split in ("train", "val", "test"):
         (tmp_path / split).mkdir()
-        Image.fromarray(scene).save(tmp_path / split / "x.png")
-    (tmp_path / "train").mkdir()
-    for name in ("a_cutout.png", "b_scene.png"):
-        (tmp_path / name).rename(tmp_path / "train" / name)
+        Image.fromarray(scene).save(tmp_path / split / "b_scene.png")
+    Image.fromarray(_cutout()).save(tmp_path / "train" / "a_cutout.png")
     plain = build_splits(f"folder:{tmp_path}", 64, crop_min_scale=1.0).train
     pasted = build_splits(f"folder:{tmp_path}", 64, crop_min_scale=1.0, composite=1.0).train
     corner = lambda rgb: rgb[:, :4, :4].mean(dim=(1, 2))  # noqa: E731
-    assert torch.allclose(corner(plain[0][0]), torch.full((3,), CUTOUT_GRAY / 255), atol=0.02)
+    assert torch.allclose(corner(plain[0][0]), torch.tensor(BACKGROUND) / 255, atol=0.02)
     assert corner(pasted[0][0])[2] > 0.8 and corner(pasted[0][0])[0] < 0.05  # the scene's blue behind the object
     center_red = pasted[0][0][:, 20:28, 28:36].mean(dim=(1, 2))
     assert center_red[0] > 0.7  # the object stays

@@ -28,6 +28,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from autocolor.color import rgb_to_gray
 from autocolor.errors import AutocolorError
+from autocolor.photos import BACKGROUND
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -121,15 +122,14 @@ def read_gray_uint8(path: Path) -> torch.Tensor:
     return (rgb_to_gray(rgb) * 255.0).round().to(torch.uint8)
 
 
-# Cut-outs: ``autocolor data photos`` lays photos with transparency on this flat gray (photos.BACKGROUND).
-CUTOUT_GRAY = 160
 CUTOUT_TOLERANCE = 6  # per channel, for JPEG noise on the flat gray
 CUTOUT_MIN_SHARE = 0.05  # of the pixels, background touching the border, for a photo to count as a cut-out
 
 
 def cutout_background(image: torch.Tensor) -> torch.Tensor | None:
     """The flat gray around a cut-out: ``(1, H, W)`` float mask (1 = background) of the
-    pixels within ``CUTOUT_TOLERANCE`` of ``CUTOUT_GRAY`` that connect to the image's border,
+    pixels within ``CUTOUT_TOLERANCE`` of the gray that ``autocolor data photos`` lays photos with
+    transparency on (:data:`autocolor.photos.BACKGROUND`) and that connect to the image's border,
     grown by one pixel to take in the gray fringe of the object's antialiased edge. None
     for a photo that is not a cut-out (less than ``CUTOUT_MIN_SHARE`` of such background).
 
@@ -138,7 +138,8 @@ def cutout_background(image: torch.Tensor) -> torch.Tensor | None:
     """
     from scipy import ndimage
 
-    near = ((image.int() - CUTOUT_GRAY).abs() <= CUTOUT_TOLERANCE).all(dim=0).numpy()
+    gray = torch.tensor(BACKGROUND, dtype=torch.int32).view(3, 1, 1)
+    near = ((image.int() - gray).abs() <= CUTOUT_TOLERANCE).all(dim=0).numpy()
     labels, _ = ndimage.label(near)
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     background = np.isin(labels, border[border > 0])
